@@ -54,15 +54,18 @@ class BackboneWeightsError(ValueError):
     """A weights file that cannot be read or does not match the requested architecture."""
 
 
-def check_patch_multiple(size: int | Sequence[int], what: str = "image size") -> None:
-    """Raise ``ValueError`` unless every entry of ``size`` (pixels) is a positive multiple of 14."""
-    sizes = [size] if isinstance(size, int) else list(size)
-    bad = [s for s in sizes if int(s) <= 0 or int(s) % PATCH_SIZE]
-    if bad:
-        raise ValueError(
-            f"{what} must be a positive multiple of the patch size {PATCH_SIZE}, got {size!r} "
-            f"(nearest valid: {max(PATCH_SIZE, round(int(bad[0]) / PATCH_SIZE) * PATCH_SIZE)})"
-        )
+def check_patch_multiple(size: int | Sequence[int], what: str = "image size", patch_size: int = PATCH_SIZE) -> None:
+    """Raise ``ValueError`` unless ``size`` (pixels; an int or a sequence of ints) is made of positive
+    integer multiples of ``patch_size``. The message names ``what`` and the nearest valid sizes."""
+    for value in [size] if isinstance(size, (int, float)) else list(size):
+        if isinstance(value, bool) or not isinstance(value, int) or value <= 0 or value % patch_size:
+            hint = ""
+            if isinstance(value, (int, float)) and value > 0:
+                below = max(patch_size, int(value // patch_size) * patch_size)
+                hint = f"; nearest valid sizes: {below} or {below + patch_size}"
+            raise ValueError(
+                f"{what} must be a positive multiple of the ViT patch size {patch_size} px, got {size!r}{hint}"
+            )
 
 
 def default_feature_indices(depth: int) -> list[int]:

@@ -111,12 +111,14 @@ def test_no_weights_warns_loudly():
 
 
 def test_bad_size_and_name_are_rejected():
-    with pytest.raises(ValueError, match="multiple of the patch size 14.*nearest valid: 224"):
+    with pytest.raises(ValueError, match="multiple of the ViT patch size 14 px.*nearest valid sizes: 224 or 238"):
         create_backbone("vit_small_patch14_dinov2", img_size=225)
     with pytest.raises(ValueError, match="unknown DINOv2 backbone 'vit_tiny'.*vit_small_patch14_dinov2"):
         create_backbone("vit_tiny")
-    with pytest.raises(ValueError, match="98"):
+    with pytest.raises(ValueError, match=r"crop sizes .* got \[224, 100\]; nearest valid sizes: 98 or 112"):
         check_patch_multiple([224, 100], "crop sizes")
+    with pytest.raises(ValueError, match="got 224.0"):
+        check_patch_multiple(224.0)
 
 
 def test_every_listed_backbone_builds_with_its_depth():

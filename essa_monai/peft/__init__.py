@@ -20,8 +20,10 @@ from .api import (
     load_adapter,
     load_adapter_state_dict,
     merge_peft,
+    merged_state_dict,
     peft_config_of,
     save_adapter,
+    write_adapter_file,
     trainable_parameters,
 )
 
@@ -30,5 +32,6 @@ __all__ = [
     "APLAConfig", "APLALinear", "LoRAConfig", "LoRALinear", "BitFitConfig", "VPTConfig", "VisualPrompts",
     "FrozenConfig", "FullConfig",
     "ADAPTER_FORMAT", "adapter_hash", "adapter_state_dict", "apply_peft", "count_parameters", "load_adapter",
-    "load_adapter_state_dict", "merge_peft", "peft_config_of", "save_adapter", "trainable_parameters",
+    "load_adapter_state_dict", "merge_peft", "merged_state_dict", "peft_config_of", "save_adapter", "trainable_parameters",
+    "write_adapter_file",
 ]

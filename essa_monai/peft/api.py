@@ -28,9 +28,11 @@ __all__ = [
     "trainable_parameters",
     "count_parameters",
     "merge_peft",
+    "merged_state_dict",
     "adapter_state_dict",
     "load_adapter_state_dict",
     "save_adapter",
+    "write_adapter_file",
     "load_adapter",
     "adapter_hash",
 ]
@@ -109,6 +111,21 @@ def merge_peft(model: nn.Module) -> nn.Module:
     return model
 
 
+def merged_state_dict(model: nn.Module) -> dict[str, torch.Tensor]:
+    """The state dict ``merge_peft(model)`` would have, without changing ``model`` or copying it whole:
+    APLA/LoRA layers appear as plain ``nn.Linear`` entries (``weight``, ``bias``)."""
+    mergeable = {name: m for name, m in model.named_modules() if name and hasattr(m, "merged_module")}
+    state = {
+        key: value
+        for key, value in model.state_dict().items()
+        if not any(key.startswith(name + ".") for name in mergeable)
+    }
+    for name, module in mergeable.items():
+        for key, value in module.merged_module().state_dict().items():
+            state[f"{name}.{key}"] = value
+    return state
+
+
 def _adapter_buffer_names(model: nn.Module) -> list[str]:
     names = []
     for prefix, module in model.named_modules():
@@ -146,24 +163,37 @@ def load_adapter_state_dict(model: nn.Module, state: Mapping[str, torch.Tensor])
     model.load_state_dict(dict(state), strict=False)
 
 
-def save_adapter(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
-    """Write ``{"format", "peft", "backbone", "metadata", "state_dict"}`` to ``path`` (adapter only)."""
-    config = peft_config_of(model)
-    if config is None:
-        raise ValueError("no PEFT applied to this model: call apply_peft first")
+def write_adapter_file(
+    path: str | Path,
+    config: PeftConfig,
+    state_dict: Mapping[str, torch.Tensor],
+    backbone: str | None = None,
+    **metadata: Any,
+) -> Path:
+    """Write an adapter file atomically (temp file + rename): ``{"format", "peft", "backbone",
+    "metadata", "state_dict"}``. :func:`save_adapter` is the usual entry point; this one lets a caller
+    supply the tensors (e.g. an SSA teacher's EMA values under the student's trained names)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": ADAPTER_FORMAT,
         "peft": config.to_dict(),
-        "backbone": getattr(model, _BACKBONE_ATTR, None),
+        "backbone": backbone,
         "metadata": metadata,
-        "state_dict": adapter_state_dict(model),
+        "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
     }
     tmp = path.with_name(path.name + ".tmp")
     torch.save(payload, tmp)
     tmp.replace(path)
     return path
+
+
+def save_adapter(model: nn.Module, path: str | Path, **metadata: Any) -> Path:
+    """Write ``model``'s adapter (see :func:`adapter_state_dict`) and PEFT config to ``path``."""
+    config = peft_config_of(model)
+    if config is None:
+        raise ValueError("no PEFT applied to this model: call apply_peft first")
+    return write_adapter_file(path, config, adapter_state_dict(model), getattr(model, _BACKBONE_ATTR, None), **metadata)
 
 
 def load_adapter(model: nn.Module, path: str | Path) -> nn.Module:
