@@ -5,6 +5,7 @@ The objective's building blocks (heads, losses, masking, multi-crop, schedules, 
 the student's frozen tensors, the Ignite trainer, its handlers and the export for supervised adaptation.
 """
 
+from .data import ssa_data_loader, ssa_transforms
 from .export import ADAPTER_FILE, MERGED_FILE, export_adapted_backbone
 from .handlers import BatchSeedHandler, KNNMonitor, SSAExportHandler, SSAScheduleHandler, knn_predict
 from .masked_tokens import masked_patch_embedding
@@ -14,6 +15,7 @@ from .teacher import TeacherEMAState, make_teacher, shared_tensor_names
 from .trainer import PRECISIONS, SSATrainer, ssa_parameter_groups
 
 __all__ = [
+    "ssa_data_loader", "ssa_transforms",
     "ADAPTER_FILE", "MERGED_FILE", "export_adapted_backbone",
     "BatchSeedHandler", "KNNMonitor", "SSAExportHandler", "SSAScheduleHandler", "knn_predict",
     "masked_patch_embedding", "SSANetwork", "DINOv2Objective",

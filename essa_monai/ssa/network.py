@@ -24,6 +24,8 @@ class SSANetwork(nn.Module):
         separate_ibot_head: give iBOT its own head (DINOv2 ViT-g recipe) instead of sharing the DINO head.
         peft: ``None`` or a PEFT spec (``{"method": "apla", "r": 128}`` or a method name) applied to the
             backbone only; heads and mask token always train.
+        grad_checkpointing: recompute block activations in backward (timm's activation checkpointing):
+            less memory, more compute.
 
     ``forward_tokens(x, masks)`` maps images (B, 3, H, W) to normalised CLS tokens (B, D) and patch
     tokens (B, N, D), N = (H/14)(W/14), with masked patches replaced by the mask token before the blocks.
@@ -37,6 +39,7 @@ class SSANetwork(nn.Module):
         bottleneck_dim: int = 256,
         separate_ibot_head: bool = False,
         peft: str | dict[str, Any] | None = None,
+        grad_checkpointing: bool = False,
     ):
         super().__init__()
         dim = backbone.embed_dim
@@ -51,6 +54,7 @@ class SSANetwork(nn.Module):
         self.mask_token = nn.Parameter(torch.zeros(1, dim))
         if peft is not None:
             apply_peft(self.backbone, peft)
+        backbone.set_grad_checkpointing(grad_checkpointing)
 
     @property
     def patch_head(self) -> nn.Module:

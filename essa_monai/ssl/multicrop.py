@@ -30,7 +30,7 @@ import random
 from typing import Any, Hashable, Mapping, Sequence
 
 import torch
-from monai.transforms import MapTransform
+from monai.transforms import MapTransform, RandomizableTrait
 from PIL import Image
 from timm.data import IMAGENET_DEFAULT_MEAN, IMAGENET_DEFAULT_STD
 from torch import Tensor
@@ -157,7 +157,7 @@ class MultiCropAugmentation:
         return {"global_crops": global_crops, "local_crops": local_crops}
 
 
-class MultiCropd(MapTransform):
+class MultiCropd(MapTransform, RandomizableTrait):
     """Dictionary twin of :class:`MultiCropAugmentation`.
 
     Replaces ``data[key]`` (a ``(C, H, W)`` image in ``[0, 1]``, e.g. after ``LoadImaged``,
