@@ -22,6 +22,7 @@ from essa_monai.ssa import (
     SSATrainer,
     TeacherEMAState,
     knn_predict,
+    make_teacher,
     shared_tensor_names,
     ssa_parameter_groups,
 )
@@ -203,3 +204,21 @@ def test_bf16_autocast_step_runs_on_cpu():
     trainer.run()
     assert trainer.state.iteration == 2 and math.isfinite(trainer.state.output["loss"])
     assert all(p.dtype == torch.float32 for p in trainer.student.parameters())
+
+
+def test_activation_checkpointing_gives_the_same_loss_and_gradients():
+    batch = next(iter(make_loader()))
+    results = []
+    for checkpointing in (False, True):
+        student = SSANetwork(tiny_backbone(), n_prototypes=K, hidden_dim=48, bottleneck_dim=16,
+                             peft={"method": "apla", "r": 8}, grad_checkpointing=checkpointing).train()
+        torch.manual_seed(3)
+        losses = DINOv2Objective(K)(student, make_teacher(student), batch, teacher_temp=0.05)
+        losses["loss"].backward()
+        results.append((losses["loss"].detach(), {n: p.grad.clone() for n, p in trainable_parameters(student).items()}))
+    (loss_a, grads_a), (loss_b, grads_b) = results
+    assert student.backbone.grad_checkpointing
+    torch.testing.assert_close(loss_a, loss_b)
+    assert grads_a.keys() == grads_b.keys()
+    for name in grads_a:
+        torch.testing.assert_close(grads_a[name], grads_b[name], rtol=1e-4, atol=1e-6)
