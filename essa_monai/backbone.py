@@ -85,6 +85,7 @@ def create_backbone(
     weights: str | Path | None = None,
     img_size: int = 224,
     drop_path_rate: float = 0.0,
+    random_init_warning: bool = True,
     **timm_kwargs,
 ) -> VisionTransformer:
     """Build a DINOv2 ViT from timm, optionally loading local weights.
@@ -96,6 +97,8 @@ def create_backbone(
         img_size: nominal input size in pixels (multiple of 14); sets the stored positional-embedding grid
             (``img_size / 14`` per side). Other sizes still work at run time (``dynamic_img_size``).
         drop_path_rate: stochastic depth rate.
+        random_init_warning: warn when ``weights`` is ``None`` (turn off when trained weights are loaded
+            into the model right after, as evaluation and inference do).
         timm_kwargs: further ``timm.create_model`` arguments (e.g. ``embed_dim``, ``depth``,
             ``num_heads`` for tiny test models).
 
@@ -115,6 +118,8 @@ def create_backbone(
     kwargs.update(timm_kwargs)
 
     if weights is None:
+        if not random_init_warning:
+            return timm.create_model(name, pretrained=False, **kwargs)
         message = (
             f"No weights given for {name}: the backbone is RANDOMLY INITIALISED. Pass weights=<path to "
             "dinov2_*_pretrain.pth or a timm state dict> to adapt a real foundation model."

@@ -1,0 +1,81 @@
+"""Ignite handlers for supervised adaptation with MONAI's ``SupervisedTrainer``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import torch
+from ignite.engine import Engine, Events
+from monai.engines.utils import IterationEvents
+from torch import nn
+
+from ..peft import adapter_hash, merged_state_dict, peft_config_of, save_adapter
+
+__all__ = ["GradientClipHandler", "MergedModelExportHandler"]
+
+logger = logging.getLogger(__name__)
+
+
+class GradientClipHandler:
+    """Clip the global gradient norm of the optimizer's parameters between ``backward`` and ``step``
+    (MONAI's ``IterationEvents.BACKWARD_COMPLETED``)."""
+
+    def __init__(self, max_norm: float = 1.0) -> None:
+        self.max_norm = max_norm
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if self.max_norm and self.max_norm > 0:
+            params = [p for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
+            engine.state.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_norm))
+
+
+class MergedModelExportHandler:
+    """When training completes, write the model for evaluation and inference:
+
+    * ``model_file``: the network's state dict with PEFT merged (plain ``nn.Linear``; keys of the network
+      built without PEFT), so inference costs what the plain backbone costs;
+    * ``adapter_file`` (optional): the adapter-only file (PEFT tensors + heads);
+    * ``<model_file>.json``: PEFT config and adapter hash.
+
+    ``load_best``: load the best checkpoint (e.g. the evaluator's best key metric) into the network first.
+    """
+
+    def __init__(
+        self,
+        network: nn.Module,
+        model_file: str | Path,
+        adapter_file: str | Path | None = None,
+        load_best: str | Path | None = None,
+    ) -> None:
+        self.network, self.model_file = network, Path(model_file)
+        self.adapter_file = Path(adapter_file) if adapter_file else None
+        self.load_best = load_best
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        network = self.network
+        if self.load_best is not None:
+            best = sorted(Path(self.load_best).parent.glob(Path(self.load_best).name))
+            if best:
+                state = torch.load(best[-1], map_location="cpu", weights_only=True)
+                network.load_state_dict(state.get("network", state))
+                logger.info("loaded best checkpoint %s before export", best[-1])
+        config = peft_config_of(network)
+        info = {"peft": config.to_dict() if config else None, "adapter_hash": adapter_hash(network) if config else None}
+        if self.adapter_file is not None and config is not None:
+            save_adapter(network, self.adapter_file)
+        merged = {k: v.detach().cpu() for k, v in merged_state_dict(network).items()}
+        self.model_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.model_file.with_name(self.model_file.name + ".tmp")
+        torch.save(merged, tmp)
+        tmp.replace(self.model_file)
+        self.model_file.with_suffix(".json").write_text(json.dumps(info, indent=2))
+        engine.state.exported_model = str(self.model_file)
+        logger.info("exported merged model to %s", self.model_file)

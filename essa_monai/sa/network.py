@@ -1,0 +1,45 @@
+"""Networks for supervised adaptation: the PEFT-wrapped training network and the merged inference one."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from ..peft import apply_peft, make_peft_config
+
+__all__ = ["peft_network", "load_merged_model"]
+
+#: methods whose trained tensors stay separate after merging (the network needs them applied to load)
+_UNMERGEABLE = ("vpt",)
+
+
+def peft_network(network: nn.Module, peft: str | dict[str, Any] | None, backbone: str = "backbone") -> nn.Module:
+    """Apply ``peft`` to ``network.<backbone>`` (heads stay trainable); ``None`` means full fine-tuning."""
+    return apply_peft(network, peft if peft is not None else "full", backbone=backbone)
+
+
+def load_merged_model(network: nn.Module, model_file: str | Path, backbone: str = "backbone") -> nn.Module:
+    """Load a merged model written at the end of training (``MergedModelExportHandler``) into ``network``
+    (built without PEFT). For VPT, whose prompts are not folded into the ViT, the method recorded in
+    ``<model_file>.json`` is applied first. Returns ``network`` in eval mode.
+
+    Raises ``FileNotFoundError`` naming the file, ``ValueError`` when it does not fit the network.
+    """
+    model_file = Path(model_file)
+    if not model_file.is_file():
+        raise FileNotFoundError(f"trained model not found: {model_file} (run the bundle's train config first)")
+    info_file = model_file.with_suffix(".json")
+    info = json.loads(info_file.read_text()) if info_file.is_file() else {}
+    peft = info.get("peft")
+    if peft and make_peft_config(peft).method in _UNMERGEABLE:
+        apply_peft(network, peft, backbone=backbone)
+    state = torch.load(model_file, map_location="cpu", weights_only=True)
+    try:
+        network.load_state_dict(state)
+    except RuntimeError as err:
+        raise ValueError(f"{model_file}: does not fit the network: {str(err)[:600]}") from err
+    return network.eval()
