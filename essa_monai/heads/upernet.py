@@ -322,7 +322,7 @@ class ViTUperNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """(B, 3, H, W) -> four (B, D, H/14, W/14) block outputs, in the order of ``indices``."""
-        check_patch_multiple(tuple(x.shape[-2:]), "input height and width", self.patch_size)
+        check_patch_multiple(tuple(int(s) for s in x.shape[-2:]), "input height and width", self.patch_size)
         unique = sorted(set(self.indices))
         maps = self.backbone.forward_intermediates(
             x, indices=unique, norm=self.norm_features, stop_early=True, intermediates_only=True
