@@ -38,7 +38,8 @@ def demo_isic(tmp_path_factory) -> Path:
 
 
 def cli_args(overrides: dict) -> list[str]:
-    return [f"--{k}={json.dumps(v) if isinstance(v, (dict, list, bool)) or v is None else v}" for k, v in overrides.items()]
+    # fire parses Python literals: repr() gives False/None/{'a': 1}, which json.dumps would spell false/null
+    return [f"--{k}={v!r}" if isinstance(v, (dict, list, bool)) or v is None else f"--{k}={v}" for k, v in overrides.items()]
 
 
 def test_ssa_bundle_command_runs_to_completion_and_exports(tmp_path, demo_isic):

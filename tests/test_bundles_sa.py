@@ -144,3 +144,43 @@ def test_broken_metadata_is_rejected_by_the_local_schema(tmp_path):
     path.write_text(json.dumps(meta))
     with pytest.raises(ValueError, match="num_channels"):
         verify_metadata(meta_file=str(path), filepath=str(ROOT / "bundles/common/meta_schema.json"))
+
+
+def test_two_process_gloo_training_matches_one_process(demo_root, tmp_path):
+    """torchrun --nproc_per_node=2 with multi_gpu_train.json (gloo on CPU), batch 2 per process, against one
+    process with batch 4: without shuffling or augmentation every global batch holds the same 4 images and
+    DDP averages the gradients, so both runs should end with the same model and metric."""
+    import re
+    import subprocess
+    import sys
+
+    from essa_monai.sa import load_merged_model
+
+    common = {"train_transforms": "@val_transforms", "epochs": 2}
+    single = overrides("isic_cls_apla", demo_root, tmp_path / "one", **common,
+                       train_sampler="$torch.utils.data.SequentialSampler(@train#dataset)")
+    (validator,) = run_workflow(config("isic_cls_apla"), ("validate#evaluator",), **single)
+    single_score = validator.state.metrics["val_auroc"]
+
+    multi = overrides("isic_cls_apla", demo_root, tmp_path / "two", **common, batch_size=2, shuffle_train=False)
+    args = [f"--{k}={v!r}" if isinstance(v, (dict, list, bool)) else f"--{k}={v}" for k, v in multi.items()]  # fire reads literals
+    result = subprocess.run(
+        [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_port=29517", "-m", "monai.bundle",
+         "run", "--config_file", json.dumps(config("isic_cls_apla", "multi_gpu_train")).replace('"', "'"), *args],
+        cwd=ROOT, capture_output=True, text=True, timeout=600,
+    )
+    log = result.stdout + result.stderr
+    assert result.returncode == 0, log[-3000:]
+    scores = [float(s) for s in re.findall(r"Epoch\[2\] Metrics -- .*?val_auroc: ([0-9.]+)", log)]
+    assert len(scores) == 2 and scores[0] == scores[1]  # both ranks validate on the whole set
+    assert scores[0] == pytest.approx(single_score, abs=1e-3)
+
+    x = torch.randn(3, 3, 28, 28)
+    nets = []
+    for run in ("one", "two"):
+        parser = ConfigParser()
+        parser.read_config(config("isic_cls_apla"))
+        parser.update({**TINY, "random_init_warning": False})
+        nets.append(load_merged_model(parser.get_parsed_content("network_def"), tmp_path / run / "models" / "model.pt"))
+    with torch.no_grad():
+        assert (nets[0](x) - nets[1](x)).abs().max().item() < 1e-4

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable, Sequence
 
 import torch
+import ignite.distributed as idist
 import torch.nn.functional as F
 from ignite.exceptions import NotComputableError
 from ignite.metrics import EpochMetric, Metric
@@ -201,8 +202,14 @@ class _AUROCMetric(_PerClassValues, EpochMetric):
         super().update(self._prepare(output[0], output[1]))
 
     def compute(self) -> float | torch.Tensor:  # type: ignore[override]
-        values = super().compute()
-        values = torch.as_tensor(values, dtype=torch.float64).reshape(-1).cpu()
+        # Not EpochMetric.compute: it evaluates on rank 0 and broadcasts a scalar, which breaks (a
+        # collective size mismatch) for per-class vectors. Every rank gathers and computes instead.
+        if not self._predictions:
+            raise NotComputableError(f"{type(self).__name__} must have at least one example before compute")
+        scores, targets = torch.cat(self._predictions, dim=0), torch.cat(self._targets, dim=0)
+        if idist.get_world_size() > 1:
+            scores, targets = idist.all_gather(scores), idist.all_gather(targets)
+        values = self._per_class_auroc(scores, targets).to(torch.float64).reshape(-1).cpu()
         self.per_class = values
         names = self.per_class_names or [f"class {c}" for c in range(len(values))]
         self.skipped_classes = [name for name, v in zip(names, values.tolist()) if v != v]

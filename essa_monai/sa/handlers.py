@@ -12,6 +12,7 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from ..peft import adapter_hash, merged_state_dict, peft_config_of, save_adapter
+from .network import unwrap_network
 
 __all__ = ["GradientClipHandler", "MergedModelExportHandler"]
 
@@ -60,7 +61,9 @@ class MergedModelExportHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        network = self.network
+        if torch.distributed.is_available() and torch.distributed.is_initialized() and torch.distributed.get_rank() != 0:
+            return  # one writer: rank 0
+        network = unwrap_network(self.network)
         if self.load_best is not None:
             best = sorted(Path(self.load_best).parent.glob(Path(self.load_best).name))
             if best:

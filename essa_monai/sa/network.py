@@ -11,15 +11,34 @@ from torch import nn
 
 from ..peft import apply_peft, make_peft_config
 
-__all__ = ["peft_network", "load_merged_model"]
+__all__ = ["peft_network", "load_merged_model", "unwrap_network"]
 
 #: methods whose trained tensors stay separate after merging (the network needs them applied to load)
 _UNMERGEABLE = ("vpt",)
 
 
-def peft_network(network: nn.Module, peft: str | dict[str, Any] | None, backbone: str = "backbone") -> nn.Module:
-    """Apply ``peft`` to ``network.<backbone>`` (heads stay trainable); ``None`` means full fine-tuning."""
-    return apply_peft(network, peft if peft is not None else "full", backbone=backbone)
+def peft_network(
+    network: nn.Module,
+    peft: str | dict[str, Any] | None,
+    backbone: str = "backbone",
+    device: torch.device | str | None = None,
+) -> nn.Module:
+    """Apply ``peft`` to ``network.<backbone>`` (heads stay trainable; ``None`` means full fine-tuning) and
+    move it to ``device``. When a ``torch.distributed`` process group is initialised (``torchrun``), the
+    result is wrapped in ``DistributedDataParallel``; :func:`unwrap_network` gets the network back."""
+    network = apply_peft(network, peft if peft is not None else "full", backbone=backbone)
+    if device is not None:
+        network = network.to(device)
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        device_ids = [torch.device(device).index] if device is not None and torch.device(device).type == "cuda" else None
+        network = nn.parallel.DistributedDataParallel(network, device_ids=device_ids)
+    return network
+
+
+def unwrap_network(network: nn.Module) -> nn.Module:
+    """The network inside a ``DistributedDataParallel``/``DataParallel`` wrapper (or ``network`` itself)."""
+    wrappers = (nn.parallel.DistributedDataParallel, nn.DataParallel)
+    return network.module if isinstance(network, wrappers) else network
 
 
 def load_merged_model(network: nn.Module, model_file: str | Path, backbone: str = "backbone") -> nn.Module:

@@ -24,6 +24,9 @@ def sa_parameter_groups(
     ``lr``), each split into with/without weight decay (no decay for biases, norms, tokens, positional
     embeddings). Each group carries ``name``, so schedulers and logs can tell them apart.
     """
+    from .network import unwrap_network
+
+    model = unwrap_network(model)
     head_lr = lr if head_lr is None else head_lr
     groups: dict[tuple[str, bool], list[nn.Parameter]] = {}
     prefix = backbone + "."
