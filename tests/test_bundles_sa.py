@@ -184,3 +184,17 @@ def test_two_process_gloo_training_matches_one_process(demo_root, tmp_path):
         nets.append(load_merged_model(parser.get_parsed_content("network_def"), tmp_path / run / "models" / "model.pt"))
     with torch.no_grad():
         assert (nets[0](x) - nets[1](x)).abs().max().item() < 1e-4
+
+
+def test_early_stopping_and_resume(demo_root, tmp_path):
+    # the demo's thresholded Jaccard stays 0 with random weights: no improvement, so patience 1 stops at epoch 2
+    args = overrides("isic_apla", demo_root, tmp_path, epochs=4, early_stop_patience=1)
+    (trainer,) = run_workflow(config("isic_apla"), ("train#trainer",), **args)
+    assert trainer.state.epoch == 2
+
+    # resume: 1 epoch, then continue to 2 from the last checkpoint (iterations continue, not restart)
+    args = overrides("isic_cls_apla", demo_root, tmp_path / "resume", epochs=1)
+    (first,) = run_workflow(config("isic_cls_apla"), ("train#trainer",), **args)
+    (checkpoint,) = (tmp_path / "resume" / "run" / "checkpoints").glob("last_checkpoint_epoch=1*.pt")
+    (resumed,) = run_workflow(config("isic_cls_apla"), ("train#trainer",), **{**args, "epochs": 2, "resume_from": str(checkpoint)})
+    assert resumed.state.epoch == 2 and resumed.state.iteration == 2 * first.state.iteration

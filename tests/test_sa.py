@@ -1,0 +1,74 @@
+"""Supervised-adaptation building blocks: optimizer groups, gradient clipping, merged export and loading."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from ignite.engine import Engine
+from torch import nn
+
+from essa_monai.heads import ViTClassifier
+from essa_monai.peft import apply_peft, trainable_parameters
+from essa_monai.sa import GradientClipHandler, MergedModelExportHandler, load_merged_model, peft_network, sa_parameter_groups
+
+
+def classifier(tiny_backbone, peft=None):
+    net = ViTClassifier(tiny_backbone(), num_classes=3)
+    return peft_network(net, peft) if peft is not None else net
+
+
+def test_parameter_groups_give_adapter_and_head_their_own_rates(tiny_backbone):
+    net = classifier(tiny_backbone, {"method": "apla", "r": 4})
+    groups = {g["name"]: g for g in sa_parameter_groups(net, lr=1e-4, head_lr=1e-3, weight_decay=0.05)}
+    assert set(groups) == {"backbone", "backbone_no_decay", "head", "head_no_decay"}
+    assert groups["backbone"]["lr"] == 1e-4 and groups["head"]["lr"] == 1e-3
+    assert groups["backbone_no_decay"]["weight_decay"] == 0.0 and groups["head"]["weight_decay"] == 0.05
+    grouped = {id(p) for g in groups.values() for p in g["params"]}
+    assert grouped == {id(p) for p in trainable_parameters(net).values()}
+    assert all(p.ndim == 2 for p in groups["backbone"]["params"])  # APLA weight rows; biases have no decay
+
+
+def test_frozen_backbone_without_trainable_head_is_refused(tiny_backbone):
+    net = classifier(tiny_backbone, "frozen")
+    net.head.requires_grad_(False)
+    with pytest.raises(ValueError, match="no trainable parameters"):
+        sa_parameter_groups(net, lr=1e-3)
+
+
+def test_gradient_clip_handler_bounds_the_global_norm():
+    model = nn.Linear(4, 2)
+    engine = Engine(lambda e, b: None)
+    engine.optimizer = torch.optim.SGD(model.parameters(), lr=0.1)
+    model(torch.randn(8, 4) * 100).sum().backward()
+    GradientClipHandler(max_norm=0.5)(engine)
+    total = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
+    assert engine.state.grad_norm > 0.5 and total.item() == pytest.approx(0.5, rel=1e-4)
+
+
+@pytest.mark.parametrize("peft", [{"method": "lora", "targets": ["qkv", "proj"]}, {"method": "vpt", "num_tokens": 2}])
+def test_merged_export_loads_into_the_plain_network_with_equal_outputs(tiny_backbone, tmp_path, peft):
+    net = classifier(tiny_backbone, peft)
+    with torch.no_grad():
+        for p in trainable_parameters(net).values():
+            p.add_(torch.randn_like(p) * 0.05)
+    engine = Engine(lambda e, b: None)
+    MergedModelExportHandler(net, tmp_path / "model.pt", adapter_file=tmp_path / "adapter.pt")(engine)
+    info = json.loads((tmp_path / "model.json").read_text())
+    assert info["peft"]["method"] == peft["method"] and (tmp_path / "adapter.pt").is_file()
+
+    plain = load_merged_model(classifier(tiny_backbone), tmp_path / "model.pt")
+    x = torch.randn(2, 3, 28, 42)
+    with torch.no_grad():
+        assert (plain(x) - net.eval()(x)).abs().max().item() < 1e-5
+    if peft["method"] == "lora":
+        assert not any("lora_" in name for name in plain.state_dict())
+
+
+def test_loading_a_missing_or_foreign_model_names_the_file(tiny_backbone, tmp_path):
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_merged_model(classifier(tiny_backbone), tmp_path / "missing.pt")
+    torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
+    with pytest.raises(ValueError, match="other.pt: does not fit the network"):
+        load_merged_model(classifier(tiny_backbone), tmp_path / "other.pt")
