@@ -72,6 +72,135 @@ class CLI:
         print(format_results(rows))
         print(f"written: {', '.join(str(p) for p in paths.values())}")
 
+    def run_essa(
+        self,
+        dataset: str = "isic_cls",
+        ssa_method: str | dict | None = "apla",
+        sa_method: str | dict | None = None,
+        label_fraction: float = 1.0,
+        ssa: bool = True,
+        data_dir: str | None = None,
+        output_root: str = "runs/essa",
+        backbone_name: str | None = None,
+        backbone_weights: str | None = None,
+        backbone_kwargs: dict | None = None,
+        img_size: int | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        ssa_epochs: int | None = None,
+        ssa_batch_size: int | None = None,
+        ssa_overrides: dict | None = None,
+        sa_overrides: dict | None = None,
+        val_split: str = "validation",
+        test: bool = False,
+        seed: int = 0,
+        force: bool = False,
+    ) -> None:
+        """The whole ESSA pipeline once: SSA with ssa_method on the dataset's unlabeled training images, SA
+        with sa_method from the SSA-adapted backbone on label_fraction of the labels, then evaluation.
+        Writes <output_root>/<dataset>/<ssa>-<sa>/frac<f>/ (SA model, result.json); the SSA export goes to
+        <output_root>/<dataset>/ssa/ and is reused by later runs with the same SSA settings. A finished run
+        with the same settings is not run again (force=True reruns SA and evaluation).
+
+        Args:
+            dataset: isic_seg (bundle isic_apla), isic_cls (isic_cls_apla) or cxr14 (cxr14_lora).
+            ssa_method: PEFT preset (apla, apla_r, lora, bitfit, vpt, vpt_shallow, full, frozen) or a JSON spec like '{"method": "apla", "r": 64}'; SSA with vpt is refused (it exports no merged backbone for SA).
+            sa_method: PEFT method for SA; default: the same as ssa_method.
+            label_fraction: fraction (0, 1] of the labelled training images for SA (seeded, stratified).
+            ssa: False skips SSA: SA from backbone_weights (the baseline).
+            data_dir: the dataset folder in its official layout; default: the synthetic demo data.
+            output_root: folder for all ESSA runs.
+            backbone_name: timm DINOv2 name (default: the bundles', vit_small_patch14_dinov2).
+            backbone_weights: official DINOv2 weights file (e.g. dinov2_vits14_pretrain.pth); default random initialisation (demos and tests only).
+            backbone_kwargs: extra timm arguments, e.g. '{"embed_dim": 32, "depth": 2, "num_heads": 2}'.
+            img_size: SA input size in pixels (multiple of 14), also SSA's global crop size.
+            epochs: SA epochs.
+            batch_size: SA images per batch.
+            ssa_epochs: SSA epochs.
+            ssa_batch_size: SSA images per batch (each gives 2 global and N local crops).
+            ssa_overrides: other top-level keys of bundles/isic_apla/configs/ssa.json, e.g. '{"lr": 0.0002}'.
+            sa_overrides: other top-level keys of the dataset's SA train.json.
+            val_split: split of the final evaluation (SA selects its best epoch on validation).
+            test: also evaluate on the test split (reported in grids instead of val_split).
+            seed: seed of SSA, SA and the label-fraction split.
+            force: rerun SA and evaluation even if this run finished before (old folder moved aside).
+        """
+        from .pipeline import run_essa
+
+        result = run_essa(
+            dataset, ssa_method, sa_method, label_fraction, output_root=output_root, force=force, ssa=ssa,
+            data_dir=data_dir, backbone_name=backbone_name, backbone_weights=backbone_weights,
+            backbone_kwargs=backbone_kwargs, img_size=img_size, epochs=epochs, batch_size=batch_size,
+            ssa_epochs=ssa_epochs, ssa_batch_size=ssa_batch_size, ssa_overrides=dict(ssa_overrides or {}),
+            sa_overrides=dict(sa_overrides or {}), val_split=val_split, test=test, seed=seed,
+        )
+        times = result.get("times_s", {})
+        state = "finished before (not run again)" if result.get("skipped") else "done"
+        print(f"{result['dataset']} {result['label_fraction'] * 100:g}% {result['row']}: {state}")
+        for split, metrics in result["metrics"].items():
+            # per-class values (e.g. mean_auroc_Atelectasis next to mean_auroc) stay in result.json
+            main = {k: v for k, v in metrics.items() if not any(k.startswith(o + "_") for o in metrics if o != k)}
+            extra = f" (+{len(metrics) - len(main)} per-class values in result.json)" if len(main) < len(metrics) else ""
+            print(f"  {split}: " + ", ".join(f"{k} {v:.4f}" for k, v in main.items() if isinstance(v, float)) + extra)
+        params = result["params"]
+        ssa_params = "-" if params["ssa_trainable_backbone"] is None else f"{params['ssa_trainable_backbone']:,}"
+        print(f"  trainable backbone params: SSA {ssa_params}, SA {params['sa_trainable_backbone']:,}"
+              f" of {params['backbone_total']:,}")
+        print(f"  wall time: SSA {times.get('ssa', 0):.1f} s, SA {times.get('sa', 0):.1f} s, "
+              f"eval {times.get('eval', 0):.1f} s")
+        print(f"  result: {result['run_dir']}/result.json")
+
+    def essa_grid(
+        self,
+        methods: str | tuple = "apla,lora",
+        datasets: str | tuple = "isic_cls",
+        fractions: float | str | tuple = 1.0,
+        ssa: bool = True,
+        baseline: bool = False,
+        data_dir: str | dict | None = None,
+        output_root: str = "runs/essa",
+        backbone_name: str | None = None,
+        backbone_weights: str | None = None,
+        backbone_kwargs: dict | None = None,
+        img_size: int | None = None,
+        epochs: int | None = None,
+        batch_size: int | None = None,
+        ssa_epochs: int | None = None,
+        ssa_batch_size: int | None = None,
+        ssa_overrides: dict | None = None,
+        sa_overrides: dict | None = None,
+        val_split: str = "validation",
+        test: bool = False,
+        seed: int = 0,
+        retry_failed: bool = True,
+        force: bool = False,
+    ) -> None:
+        """ESSA over methods x datasets x label fractions; writes essa_results.csv/.md (rows = methods,
+        columns = dataset/fraction key metric, plus trainable parameters) and essa_results_runs.csv to
+        output_root. Finished combinations are skipped (resume); a failing one is recorded and the grid
+        goes on. SSA runs once per method and dataset, shared by all fractions.
+
+        Args:
+            methods: comma-separated presets, e.g. full,apla,lora,bitfit,vpt; apla:lora = SSA apla, SA lora.
+            datasets: comma-separated subset of isic_seg, isic_cls, cxr14.
+            fractions: comma-separated label fractions, e.g. 0.01,0.1,1.0.
+            ssa: False: SA-only baselines for every method.
+            baseline: also run every SA method without SSA (rows '<method> (no SSA)').
+            data_dir: one folder for all datasets, or a JSON dict like '{"cxr14": "/data/cxr14", "isic_cls": "/data/ISIC2018"}'; default the synthetic demo data.
+            retry_failed: rerun combinations recorded as failed.
+            force: rerun finished combinations too (old folders moved aside).
+            backbone_weights: official DINOv2 weights file; the other arguments are as for run_essa and apply to every combination.
+        """
+        from .pipeline import essa_grid
+
+        essa_grid(
+            methods, datasets, fractions, ssa=ssa, baseline=baseline, data_dir=data_dir, output_root=output_root,
+            retry_failed=retry_failed, force=force, backbone_name=backbone_name, backbone_weights=backbone_weights,
+            backbone_kwargs=backbone_kwargs, img_size=img_size, epochs=epochs, batch_size=batch_size,
+            ssa_epochs=ssa_epochs, ssa_batch_size=ssa_batch_size, ssa_overrides=dict(ssa_overrides or {}),
+            sa_overrides=dict(sa_overrides or {}), val_split=val_split, test=test, seed=seed,
+        )
+
 
 def main() -> None:
     fire.Fire(CLI, name="essa-monai")
