@@ -16,7 +16,7 @@ step, with ``batch = MultiCropCollator()(samples)`` and ``K`` prototypes, an eng
 
 from __future__ import annotations
 
-from .centering import distributed_mean, sinkhorn_knopp
+from .centering import CenteredTeacherLoss, distributed_mean, sinkhorn_knopp
 from .dino_head import DINOHead, cancel_last_layer_gradients, last_layer_parameters
 from .dino_loss import DINOLoss
 from .ema import ema_parameter_pairs, ema_update_
@@ -43,6 +43,7 @@ __all__ = [
     "masked_patch_weights",
     "KoLeoLoss",
     "sinkhorn_knopp",
+    "CenteredTeacherLoss",
     "distributed_mean",
     "MaskingGenerator",
     "sample_ibot_masks",

@@ -12,11 +12,16 @@ Both work across ranks: sums are ``all_reduce``-d when :mod:`torch.distributed` 
 
 from __future__ import annotations
 
+from typing import Literal
+
 import torch
 import torch.distributed as dist
-from torch import Tensor
+import torch.nn.functional as F
+from torch import Tensor, nn
 
-__all__ = ["sinkhorn_knopp", "distributed_mean"]
+__all__ = ["sinkhorn_knopp", "distributed_mean", "CenteredTeacherLoss", "CenteringMethod"]
+
+CenteringMethod = Literal["centering", "sinkhorn_knopp"]
 
 
 def _is_distributed() -> bool:
@@ -92,3 +97,66 @@ def sinkhorn_knopp(
         q /= n_samples
     q *= n_samples
     return q.t()
+
+
+class CenteredTeacherLoss(nn.Module):
+    """Base of the DINO and iBOT losses: the teacher centre (an EMA buffer) and the teacher targets.
+
+    Args:
+        out_dim: number of prototypes ``K``.
+        student_temp: student softmax temperature (dimensionless), used by subclasses' ``forward``.
+        center_momentum: EMA momentum of the centre.
+
+    Buffers:
+        center: ``(1, K)`` float32 running mean of the teacher logits.
+    """
+
+    center: Tensor
+
+    def __init__(self, out_dim: int = 65536, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
+        super().__init__()
+        self.out_dim = out_dim
+        self.student_temp = student_temp
+        self.center_momentum = center_momentum
+        self.register_buffer("center", torch.zeros(1, out_dim))
+
+    @torch.no_grad()
+    def softmax_center_teacher(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
+        """Centred, sharpened teacher distribution ``softmax((logits - center) / teacher_temp)``:
+        ``(N, K)`` -> ``(N, K)`` float32. The centre is not changed (see :meth:`update_center`)."""
+        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
+
+    @torch.no_grad()
+    def sinkhorn_knopp_teacher(
+        self, teacher_logits: Tensor, teacher_temp: float, n_iterations: int = 3, n_samples: Tensor | None = None
+    ) -> Tensor:
+        """Sinkhorn-Knopp targets (no centre involved), ``(N, K)`` -> ``(N, K)`` float32; ``n_samples``:
+        the number of rows over all ranks (see :func:`sinkhorn_knopp`)."""
+        return sinkhorn_knopp(teacher_logits, teacher_temp, n_iterations=n_iterations, n_samples=n_samples)
+
+    @torch.no_grad()
+    def update_center(self, teacher_logits: Tensor) -> None:
+        """EMA update of the centre with the mean teacher logits of this batch over all ranks.
+
+        ``(N, K)`` logits; outside distributed training an empty batch (``N = 0``) leaves the centre
+        unchanged (in distributed training every rank takes part in the mean, empty or not).
+        """
+        if teacher_logits.shape[0] == 0 and not _is_distributed():
+            return
+        batch_center = distributed_mean(teacher_logits).to(self.center.device)
+        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
+
+    @torch.no_grad()
+    def teacher_targets(
+        self, teacher_logits: Tensor, teacher_temp: float, method: CenteringMethod = "centering", n_iterations: int = 3
+    ) -> Tensor:
+        """Teacher targets for this step, as DINOv2 computes them: with ``"centering"`` the softmax uses
+        the current centre, which is then updated with this batch (the update affects the next step);
+        with ``"sinkhorn_knopp"`` the centre is unused. ``(N, K)`` logits -> ``(N, K)`` float32 probabilities."""
+        if method == "centering":
+            targets = self.softmax_center_teacher(teacher_logits, teacher_temp)
+            self.update_center(teacher_logits)
+            return targets
+        if method == "sinkhorn_knopp":
+            return self.sinkhorn_knopp_teacher(teacher_logits, teacher_temp, n_iterations=n_iterations)
+        raise ValueError(f"unknown teacher centering method {method!r}; use 'centering' or 'sinkhorn_knopp'")

@@ -11,20 +11,17 @@ Tensors of several crops are crop-major, as the multi-crop collate builds them: 
 
 from __future__ import annotations
 
-from typing import Literal
 
-import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .centering import distributed_mean, sinkhorn_knopp
+from .centering import CenteredTeacherLoss
 
 __all__ = ["DINOLoss"]
 
-CenteringMethod = Literal["centering", "sinkhorn_knopp"]
 
 
-class DINOLoss(nn.Module):
+class DINOLoss(CenteredTeacherLoss):
     """DINO CLS-token loss with a teacher center kept as an EMA buffer.
 
     Args:
@@ -41,78 +38,6 @@ class DINOLoss(nn.Module):
         targets = loss_fn.teacher_targets(teacher_logits, teacher_temp)  # softmax, then center update
         loss = loss_fn(student_global_logits, targets, student_local_logits)
     """
-
-    center: Tensor
-
-    def __init__(self, out_dim: int = 65536, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
-        self.out_dim = out_dim
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, out_dim))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_logits: Tensor, teacher_temp: float) -> Tensor:
-        """Centered, sharpened teacher distribution ``softmax((logits - center) / teacher_temp)``.
-
-        Args:
-            teacher_logits: ``(N, K)`` teacher head outputs.
-            teacher_temp: teacher temperature (dimensionless, 0.04-0.07 in DINOv2).
-
-        Returns:
-            ``(N, K)`` float32 probabilities. The center is not changed (see :meth:`update_center`).
-        """
-        return F.softmax((teacher_logits.float() - self.center) / teacher_temp, dim=-1)
-
-    @torch.no_grad()
-    def sinkhorn_knopp_teacher(self, teacher_logits: Tensor, teacher_temp: float, n_iterations: int = 3) -> Tensor:
-        """Sinkhorn-Knopp teacher distribution (no center involved), ``(N, K)`` -> ``(N, K)``.
-
-        See :func:`essa_monai.ssl.centering.sinkhorn_knopp`.
-        """
-        return sinkhorn_knopp(teacher_logits, teacher_temp, n_iterations=n_iterations)
-
-    @torch.no_grad()
-    def update_center(self, teacher_logits: Tensor) -> None:
-        """EMA update of the center with the mean teacher logits of this batch (all ranks).
-
-        Args:
-            teacher_logits: ``(N, K)`` teacher head outputs of the global crops of this step.
-        """
-        if teacher_logits.shape[0] == 0:
-            return
-        batch_center = distributed_mean(teacher_logits).to(self.center.device)
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
-
-    @torch.no_grad()
-    def teacher_targets(
-        self,
-        teacher_logits: Tensor,
-        teacher_temp: float,
-        method: CenteringMethod = "centering",
-        n_iterations: int = 3,
-    ) -> Tensor:
-        """Teacher targets for this step, as DINOv2 computes them.
-
-        With ``"centering"`` the softmax uses the current center, which is then updated with this
-        batch (so the update affects the next step). With ``"sinkhorn_knopp"`` the center is unused.
-
-        Args:
-            teacher_logits: ``(N, K)`` teacher head outputs of the global crops.
-            teacher_temp: teacher temperature (dimensionless).
-            method: ``"centering"`` or ``"sinkhorn_knopp"``.
-            n_iterations: Sinkhorn-Knopp iterations.
-
-        Returns:
-            ``(N, K)`` float32 target probabilities.
-        """
-        if method == "centering":
-            targets = self.softmax_center_teacher(teacher_logits, teacher_temp)
-            self.update_center(teacher_logits)
-            return targets
-        if method == "sinkhorn_knopp":
-            return self.sinkhorn_knopp_teacher(teacher_logits, teacher_temp, n_iterations=n_iterations)
-        raise ValueError(f"unknown teacher centering method {method!r}; use 'centering' or 'sinkhorn_knopp'")
 
     def forward(
         self,

@@ -12,13 +12,12 @@ is what :func:`essa_monai.ssl.masking.sample_ibot_masks` returns as ``mask_indic
 
 from __future__ import annotations
 
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor, nn
+from torch import Tensor
 
-from .centering import distributed_mean, sinkhorn_knopp
+from .centering import CenteredTeacherLoss
 
 __all__ = ["IBOTPatchLoss", "masked_patch_weights"]
 
@@ -36,7 +35,7 @@ def masked_patch_weights(masks: Tensor) -> Tensor:
     return (1.0 / n_masked).expand(masks.shape)[masks]
 
 
-class IBOTPatchLoss(nn.Module):
+class IBOTPatchLoss(CenteredTeacherLoss):
     """iBOT cross-entropy on masked patch tokens, with a teacher center kept as an EMA buffer.
 
     Args:
@@ -48,27 +47,18 @@ class IBOTPatchLoss(nn.Module):
         center: ``(1, K)`` float32 running mean of teacher logits of masked patches.
     """
 
-    center: Tensor
-
     def __init__(self, patch_out_dim: int = 65536, student_temp: float = 0.1, center_momentum: float = 0.9) -> None:
-        super().__init__()
+        super().__init__(patch_out_dim, student_temp, center_momentum)
         self.patch_out_dim = patch_out_dim
-        self.student_temp = student_temp
-        self.center_momentum = center_momentum
-        self.register_buffer("center", torch.zeros(1, patch_out_dim))
-
-    @torch.no_grad()
-    def softmax_center_teacher(self, teacher_patch_logits: Tensor, teacher_temp: float) -> Tensor:
-        """``softmax((logits - center) / teacher_temp)`` on ``(M, K)`` masked-patch logits -> ``(M, K)`` float32."""
-        return F.softmax((teacher_patch_logits.float() - self.center) / teacher_temp, dim=-1)
 
     @torch.no_grad()
     def sinkhorn_knopp_teacher(
         self,
         teacher_patch_logits: Tensor,
         teacher_temp: float,
-        n_masked_patches: int | Tensor | None = None,
         n_iterations: int = 3,
+        n_samples: Tensor | None = None,
+        n_masked_patches: int | Tensor | None = None,
     ) -> Tensor:
         """Sinkhorn-Knopp targets for ``(M, K)`` masked-patch logits -> ``(M, K)`` float32.
 
@@ -76,44 +66,13 @@ class IBOTPatchLoss(nn.Module):
             n_masked_patches: number of masked patches on this rank (default ``M``); it is summed over
                 ranks here, since ranks hold different numbers of masked patches.
         """
-        if n_masked_patches is None:
-            n_masked_patches = teacher_patch_logits.shape[0]
-        total = torch.as_tensor(n_masked_patches, dtype=torch.float32, device=teacher_patch_logits.device).clone()
-        if torch.distributed.is_available() and torch.distributed.is_initialized():
-            torch.distributed.all_reduce(total)
-        return sinkhorn_knopp(teacher_patch_logits, teacher_temp, n_iterations=n_iterations, n_samples=total)
-
-    @torch.no_grad()
-    def update_center(self, teacher_patch_logits: Tensor) -> None:
-        """EMA update of the center with the mean logits over this batch's masked patches.
-
-        Args:
-            teacher_patch_logits: ``(M, K)`` teacher head outputs of the masked patches. Outside
-                distributed training an empty batch (``M = 0``) leaves the center unchanged.
-        """
-        distributed = torch.distributed.is_available() and torch.distributed.is_initialized()
-        if teacher_patch_logits.shape[0] == 0 and not distributed:
-            return
-        batch_center = distributed_mean(teacher_patch_logits).to(self.center.device)
-        self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
-
-    @torch.no_grad()
-    def teacher_targets(
-        self,
-        teacher_patch_logits: Tensor,
-        teacher_temp: float,
-        method: Literal["centering", "sinkhorn_knopp"] = "centering",
-        n_iterations: int = 3,
-    ) -> Tensor:
-        """Targets for ``(M, K)`` masked-patch logits: centered softmax then center update, or
-        Sinkhorn-Knopp (center unused). Returns ``(M, K)`` float32 probabilities."""
-        if method == "centering":
-            targets = self.softmax_center_teacher(teacher_patch_logits, teacher_temp)
-            self.update_center(teacher_patch_logits)
-            return targets
-        if method == "sinkhorn_knopp":
-            return self.sinkhorn_knopp_teacher(teacher_patch_logits, teacher_temp, n_iterations=n_iterations)
-        raise ValueError(f"unknown teacher centering method {method!r}; use 'centering' or 'sinkhorn_knopp'")
+        if n_samples is None:
+            if n_masked_patches is None:
+                n_masked_patches = teacher_patch_logits.shape[0]
+            n_samples = torch.as_tensor(n_masked_patches, dtype=torch.float32, device=teacher_patch_logits.device).clone()
+            if torch.distributed.is_available() and torch.distributed.is_initialized():
+                torch.distributed.all_reduce(n_samples)
+        return super().sinkhorn_knopp_teacher(teacher_patch_logits, teacher_temp, n_iterations, n_samples)
 
     def forward(
         self,
