@@ -201,6 +201,58 @@ class CLI:
             sa_overrides=dict(sa_overrides or {}), val_split=val_split, test=test, seed=seed,
         )
 
+    def infer(
+        self,
+        bundle: str,
+        input: str,
+        output_dir: str,
+        model_file: str | None = None,
+        batch_size: int = 4,
+        device: str = "auto",
+        tta: bool = False,
+        sliding_window: bool = False,
+        overlap: float = 0.25,
+        overwrite: bool = False,
+        include_patient_ids: bool = False,
+        overlay: bool = True,
+        datalist_key: str | None = None,
+        num_workers: int = 0,
+        progress: bool = True,
+        overrides: dict | None = None,
+    ) -> None:
+        """Run a bundle's trained (merged) model on one image, a folder (recursive), a CSV (image column) or a
+        datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
+        0/255 at the input's size, or <stem>_seg.nii.gz with the input's affine for NIfTI inputs) and overlays
+        (<stem>_overlay.png); classification <stem>_pred.json (softmax probabilities and the predicted class;
+        sigmoid and every class >= 0.5 for multi-label bundles, i.e. trained with a BCE loss); and report.csv /
+        report.json (one row per input: status ok/skipped with the reason, time, outputs, model, version,
+        adapter hash). Existing outputs are kept unless overwrite. Exit code 0: all ok, 3: some inputs were
+        skipped (unreadable: see the report), 2: usage error (bad bundle, model file or input).
+
+        Args:
+            bundle: bundle folder, e.g. bundles/isic_apla.
+            input: image file, folder, .csv or datalist .json.
+            model_file: merged model (default <bundle>/models/model.pt).
+            device: auto (CUDA if available, else CPU), cpu or cuda.
+            tta: average the prediction over the image and its horizontal flip.
+            sliding_window: segmentation at the original resolution (windows of img_size) instead of resizing.
+            overlap: overlap of the sliding windows.
+            include_patient_ids: add DICOM PatientID/PatientName to the report (never to file names).
+            overlay: also write <stem>_overlay.png for segmentation.
+            datalist_key: list of a datalist JSON (default: test/testing if present, else all lists).
+            overrides: train.json keys to override when building the network, e.g. '{"img_size": 224}'.
+        """
+        from .inference import infer
+
+        code = infer(
+            bundle, input, output_dir, model_file=model_file, batch_size=batch_size, device=device, tta=tta,
+            sliding_window=sliding_window, overlap=overlap, overwrite=overwrite,
+            include_patient_ids=include_patient_ids, overlay=overlay, datalist_key=datalist_key,
+            num_workers=num_workers, progress=progress, overrides=dict(overrides or {}),
+        )
+        if code:
+            raise SystemExit(code)
+
 
 def main() -> None:
     fire.Fire(CLI, name="essa-monai")
