@@ -8,10 +8,13 @@ editable install from a checkout).
 
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
+from typing import Iterator
 
-__all__ = ["project_root", "bundle_root", "demo_data_dir", "ensure_demo_data", "prepare_data_dir"]
+__all__ = ["project_root", "project_root_of", "working_directory", "bundle_root", "demo_data_dir",
+           "ensure_demo_data", "prepare_data_dir"]
 
 
 def project_root() -> Path:
@@ -24,6 +27,27 @@ def project_root() -> Path:
         f"no 'bundles/' folder in any of {[c for c in candidates if c]}; run from the essa-monai checkout "
         "or set ESSA_MONAI_ROOT"
     )
+
+
+def project_root_of(bundle_dir: str | os.PathLike[str]) -> Path:
+    """The folder whose ``bundles/common`` the ``%bundles/common/...`` macros of ``bundle_dir``'s configs
+    name: the nearest parent holding ``bundles/common``, else :func:`project_root`."""
+    bundle_dir = Path(bundle_dir).resolve()
+    for candidate in bundle_dir.parents:
+        if (candidate / "bundles" / "common").is_dir():
+            return candidate
+    return project_root()
+
+
+@contextlib.contextmanager
+def working_directory(path: str | os.PathLike[str]) -> Iterator[None]:
+    """Run the ``with`` block in ``path`` (bundle macros name files relative to the working directory)."""
+    old = os.getcwd()
+    os.chdir(path)
+    try:
+        yield
+    finally:
+        os.chdir(old)
 
 
 def bundle_root(name: str) -> str:

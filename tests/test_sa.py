@@ -72,3 +72,27 @@ def test_loading_a_missing_or_foreign_model_names_the_file(tiny_backbone, tmp_pa
     torch.save(nn.Linear(2, 2).state_dict(), tmp_path / "other.pt")
     with pytest.raises(ValueError, match="other.pt: does not fit the network"):
         load_merged_model(classifier(tiny_backbone), tmp_path / "other.pt")
+
+
+@pytest.mark.parametrize("peft", [{"method": "apla", "r": 4}, {"method": "lora", "r": 2}])
+def test_init_model_file_continues_from_a_merged_model(tiny_backbone, tmp_path, peft):
+    trained = classifier(tiny_backbone, peft)
+    with torch.no_grad():
+        for p in trainable_parameters(trained).values():
+            p.add_(torch.randn_like(p) * 0.05)
+    MergedModelExportHandler(trained, tmp_path / "model.pt")(Engine(lambda e, b: None))
+
+    fresh = classifier(tiny_backbone, peft)  # same architecture, the backbone's original weights
+    continued = peft_network(classifier(tiny_backbone), peft, init_model_file=tmp_path / "model.pt")
+    x = torch.randn(2, 3, 28, 28)
+    with torch.no_grad():
+        assert (continued.eval()(x) - trained.eval()(x)).abs().max().item() < 1e-5
+        assert (fresh.eval()(x) - trained(x)).abs().max().item() > 1e-3
+    assert set(trainable_parameters(continued)) == set(trainable_parameters(fresh))
+
+
+def test_init_model_file_refuses_a_vpt_model(tiny_backbone, tmp_path):
+    vpt = {"method": "vpt", "num_tokens": 2}
+    MergedModelExportHandler(classifier(tiny_backbone, vpt), tmp_path / "model.pt")(Engine(lambda e, b: None))
+    with pytest.raises(ValueError, match="vpt model cannot be continued"):
+        peft_network(classifier(tiny_backbone), vpt, init_model_file=tmp_path / "model.pt")

@@ -34,6 +34,7 @@ from typing import Any
 import nibabel as nib
 import numpy as np
 from PIL import Image
+import pydicom
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
@@ -146,6 +147,26 @@ def _dicom_dataset(stem: str, seed: int, sop_class: str) -> Dataset:
     return ds
 
 
+def _set_pixels(ds: Dataset, stored: np.ndarray, photometric: str, bits: int) -> None:
+    """Uncompressed unsigned 16-bit grey pixel data, ``(H, W)`` or ``(frames, H, W)`` (what pydicom 3's
+    ``Dataset.set_pixel_data`` does; written out so pydicom 2.4 works too)."""
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds.Rows, ds.Columns = stored.shape[-2:]
+    if stored.ndim == 3:
+        ds.NumberOfFrames = stored.shape[0]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits, bits - 1, 0
+    ds.PixelData = np.ascontiguousarray(stored, dtype="<u2").tobytes()
+
+
+def _save_dicom(ds: Dataset, path: str) -> None:
+    """Save as a DICOM Part 10 file (preamble, file meta) with pydicom 3 or 2.4."""
+    if int(pydicom.__version__.split(".")[0]) >= 3:
+        ds.save_as(path, enforce_file_format=True)
+    else:
+        ds.is_little_endian, ds.is_implicit_VR = True, False
+        ds.save_as(path, write_like_original=False)
+
+
 def _write_dicoms(root: str, rng: np.random.Generator, seed: int, size: tuple[int, int]) -> list[str]:
     os.makedirs(root)
     picture = chest_radiograph(rng, max(size), findings=(2, 4))[: size[0], : size[1]]  # (H, W) in [0, 1]
@@ -155,18 +176,18 @@ def _write_dicoms(root: str, rng: np.random.Generator, seed: int, size: tuple[in
         display = picture if photometric == "MONOCHROME2" else 1.0 - picture  # MONOCHROME1: high = dark
         stored = np.rint(display * full).astype(np.uint16)
         ds = _dicom_dataset(stem, seed, _CT_IMAGE_STORAGE)
-        ds.set_pixel_data(stored, photometric, bits, generate_instance_uid=False)
+        _set_pixels(ds, stored, photometric, bits)
         ds.RescaleSlope, ds.RescaleIntercept, ds.RescaleType = slope, intercept, "US"
         low, high = intercept, slope * full + intercept  # window = full rescaled range
         ds.WindowCenter, ds.WindowWidth = (low + high) / 2 + 0.5 * slope, high - low + slope
         path = os.path.join(root, f"{stem}.dcm")
-        ds.save_as(path, enforce_file_format=True)
+        _save_dicom(ds, path)
         written.append(path)
     frames = np.stack([np.rint(np.roll(picture, 4 * k, axis=1) * 4095) for k in range(3)]).astype(np.uint16)
     ds = _dicom_dataset("chest_multiframe", seed, _MULTIFRAME_SC_STORAGE)
-    ds.set_pixel_data(frames, "MONOCHROME2", 12, generate_instance_uid=False)
+    _set_pixels(ds, frames, "MONOCHROME2", 12)
     path = os.path.join(root, "chest_multiframe.dcm")
-    ds.save_as(path, enforce_file_format=True)
+    _save_dicom(ds, path)
     written.append(path)
     findings = [1.0 if name in ("Effusion", "Mass") else 0.0 for name in CHESTXRAY14_LABELS]
     with open(os.path.join(root, "datalist.json"), "w") as f:

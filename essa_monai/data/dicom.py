@@ -28,7 +28,11 @@ import warnings
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
+
+try:
+    from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
+except ImportError:  # pydicom 2.4 (the MONAI Label environment pins pydicom<3): same functions, older home
+    from pydicom.pixel_data_handlers.util import apply_color_lut, apply_modality_lut, apply_voi, apply_windowing
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian, ImplicitVRLittleEndian
 
 from .errors import ImageLoadError
@@ -85,12 +89,16 @@ def _decode(ds: Dataset, path: str, frame: int | None) -> np.ndarray:
             )
         if not -n_frames <= frame < n_frames:
             raise ImageLoadError(path, f"frame {frame} out of range for a DICOM with {n_frames} frames")
-        ds.pixel_array_options(index=frame % n_frames)
     elif frame not in (None, 0, -1):
         raise ImageLoadError(path, f"frame {frame} requested but the DICOM has a single frame")
     uid = ds.file_meta.get("TransferSyntaxUID")
     try:
-        return ds.pixel_array
+        if n_frames == 1:
+            return ds.pixel_array
+        if hasattr(ds, "pixel_array_options"):  # pydicom 3 decodes only the frame asked for
+            ds.pixel_array_options(index=frame % n_frames)
+            return ds.pixel_array
+        return ds.pixel_array[frame % n_frames]  # pydicom 2.4: every frame, then one
     except Exception as err:
         if uid is not None and uid.is_compressed:
             reason = (

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import torch
 from torch import nn
@@ -54,26 +53,6 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     return device
 
 
-@contextlib.contextmanager
-def _chdir(path: Path) -> Iterator[None]:
-    old = os.getcwd()
-    os.chdir(path)
-    try:
-        yield
-    finally:
-        os.chdir(old)
-
-
-def _project_root(bundle_dir: Path) -> Path:
-    """The folder whose ``bundles/common`` the config's ``%bundles/common/...`` macros name."""
-    for candidate in (bundle_dir.parent.parent, *bundle_dir.parents):
-        if (candidate / "bundles" / "common").is_dir():
-            return candidate
-    from ..bundle_paths import project_root
-
-    return project_root()
-
-
 def bundle_task(config: dict[str, Any]) -> str:
     """The task of a parsed-but-not-instantiated train config: a classifier trained with a BCE loss is
     ``"multilabel"`` (sigmoid), any other classifier ``"classification"`` (softmax), a network with a
@@ -100,6 +79,7 @@ def load_bundle_model(
     """
     from monai.bundle import ConfigParser
 
+    from ..bundle_paths import project_root_of, working_directory
     from ..sa import load_merged_model
 
     bundle_dir = Path(bundle).resolve()
@@ -115,7 +95,7 @@ def load_bundle_model(
     info = json.loads(info_file.read_text()) if info_file.is_file() else {}
 
     torch_device = resolve_device(device)
-    with _chdir(_project_root(bundle_dir)):
+    with working_directory(project_root_of(bundle_dir)):
         parser = ConfigParser()
         parser.read_config(str(config_file))
         parser.update({"random_init_warning": False, "backbone_weights": None, **(overrides or {})})

@@ -5,10 +5,9 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 from typing import Any, Iterator, Sequence
 
-from ..bundle_paths import project_root
+from ..bundle_paths import project_root, working_directory
 
 __all__ = ["in_project_root", "parse_config", "run_workflow", "key_metric_name"]
 
@@ -17,12 +16,8 @@ __all__ = ["in_project_root", "parse_config", "run_workflow", "key_metric_name"]
 def in_project_root() -> Iterator[str]:
     """Change into the project root (the folder with ``bundles/``) for the block; restore the old one."""
     root = str(project_root())
-    old = os.getcwd()
-    os.chdir(root)
-    try:
+    with working_directory(root):
         yield root
-    finally:
-        os.chdir(old)
 
 
 def _config_files(config: str | Sequence[str]) -> str | list[str]:

@@ -2,7 +2,7 @@
 ``SupervisedTrainer`` / ``SupervisedEvaluator`` (the workflows themselves are wired in the bundle configs)."""
 
 from .handlers import GradientClipHandler, MergedModelExportHandler
-from .network import load_merged_model, peft_network, unwrap_network
+from .network import load_merged_model, merged_network, peft_network, unwrap_network
 from .optim import sa_parameter_groups
 from .postprocessing import ResizeToOriginald
 
@@ -10,6 +10,7 @@ __all__ = [
     "GradientClipHandler",
     "MergedModelExportHandler",
     "load_merged_model",
+    "merged_network",
     "peft_network",
     "unwrap_network",
     "sa_parameter_groups",
