@@ -219,6 +219,7 @@ class CLI:
         num_workers: int = 0,
         progress: bool = True,
         overrides: dict | None = None,
+        dicom_seg: bool = False,
     ) -> None:
         """Run a bundle's trained (merged) model on one image, a folder (recursive), a CSV (image column) or a
         datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
@@ -241,6 +242,8 @@ class CLI:
             overlay: also write <stem>_overlay.png for segmentation.
             datalist_key: list of a datalist JSON (default: test/testing if present, else all lists).
             overrides: train.json keys to override when building the network, e.g. '{"img_size": 224}'.
+            dicom_seg: also write <stem>_seg.dcm, a DICOM Segmentation object in the source's study, for
+                DICOM inputs of segmentation bundles (needs the dicomseg extra: highdicom).
         """
         from .inference import infer
 
@@ -248,7 +251,7 @@ class CLI:
             bundle, input, output_dir, model_file=model_file, batch_size=batch_size, device=device, tta=tta,
             sliding_window=sliding_window, overlap=overlap, overwrite=overwrite,
             include_patient_ids=include_patient_ids, overlay=overlay, datalist_key=datalist_key,
-            num_workers=num_workers, progress=progress, overrides=dict(overrides or {}),
+            num_workers=num_workers, progress=progress, overrides=dict(overrides or {}), dicom_seg=dicom_seg,
         )
         if code:
             raise SystemExit(code)

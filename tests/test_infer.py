@@ -240,3 +240,29 @@ def test_task_is_read_from_the_bundle(bundle, task):
     from essa_monai.inference import bundle_task
 
     assert bundle_task(json.loads((ROOT / "bundles" / bundle / "configs" / "train.json").read_text())) == task
+
+
+def test_dicom_seg_references_the_source_and_holds_the_mask(seg_model, mixed_inputs, tmp_path):
+    pytest.importorskip("highdicom")
+    src = tmp_path / "dicom_only"
+    src.mkdir()
+    shutil.copy(mixed_inputs["dicom"], src / "chest.dcm")
+    shutil.copy(mixed_inputs["jpeg"], src / "photo.jpg")  # no SEG for non-DICOM inputs
+    out = tmp_path / "out"
+    assert infer(input=str(src), output_dir=str(out), dicom_seg=True, **seg_model) == EXIT_OK
+    assert sorted(p.name for p in out.glob("*.dcm")) == ["chest_seg.dcm"]
+    source, seg = pydicom.dcmread(src / "chest.dcm"), pydicom.dcmread(out / "chest_seg.dcm")
+    assert seg.Modality == "SEG" and seg.SegmentationType == "BINARY"
+    assert seg.StudyInstanceUID == source.StudyInstanceUID and seg.SeriesInstanceUID != source.SeriesInstanceUID
+    referenced = seg.ReferencedSeriesSequence[0].ReferencedInstanceSequence[0].ReferencedSOPInstanceUID
+    assert referenced == source.SOPInstanceUID
+    assert [s.SegmentLabel for s in seg.SegmentSequence] == ["lesion"]  # metadata.json's channel name
+    png = np.array(Image.open(out / "chest_seg.png")) > 0
+    np.testing.assert_array_equal(seg.pixel_array.reshape(png.shape).astype(bool), png)
+    rows, _ = _report(out)
+    assert any(p.endswith("chest_seg.dcm") for r in rows for p in r["outputs"].split(";"))
+
+
+def test_dicom_seg_is_for_segmentation_bundles(cls_model, mixed_inputs, tmp_path):
+    assert infer(input=str(mixed_inputs["dicom"]), output_dir=str(tmp_path / "out"), dicom_seg=True,
+                 **cls_model) == EXIT_USAGE

@@ -29,6 +29,7 @@ def infer(
     num_workers: int = 0,
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
+    dicom_seg: bool = False,
 ) -> int:
     """Run a bundle's trained model on images and write outputs plus report.csv/report.json to
     output_dir. Prints one line per skipped input and the summary; returns the exit code: 0 all ok,
@@ -39,7 +40,7 @@ def infer(
         options = InferOptions(
             output_dir=output_dir, batch_size=int(batch_size), tta=bool(tta), sliding_window=bool(sliding_window),
             overlap=float(overlap), overwrite=bool(overwrite), include_patient_ids=bool(include_patient_ids),
-            overlay=bool(overlay), num_workers=int(num_workers), progress=bool(progress),
+            overlay=bool(overlay), num_workers=int(num_workers), progress=bool(progress), dicom_seg=bool(dicom_seg),
         )
         result = run_inference(model, items, options)
     except UsageError as err:

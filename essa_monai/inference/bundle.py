@@ -111,8 +111,11 @@ def load_bundle_model(
         network = load_merged_model(network, model_file)
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from err
-    if task == "segmentation" and not class_names:
-        class_names = ["background", "foreground"] if n_seg == 2 else [f"class_{i}" for i in range(n_seg)]
+    if task == "segmentation" and not class_names:  # the output channel names of metadata.json, if any
+        outputs = metadata.get("network_data_format", {}).get("outputs", {})
+        channels = next(iter(outputs.values()), {}).get("channel_def", {})
+        default = ["background", "foreground"] if n_seg == 2 else [f"class_{i}" for i in range(n_seg)]
+        class_names = [str(channels.get(str(i), name)) for i, name in enumerate(default)]
     return InferenceModel(
         network=network.to(torch_device).eval(), task=task, img_size=img_size, device=torch_device,
         class_names=class_names, name=str(metadata.get("name", bundle_dir.name)),

@@ -17,9 +17,10 @@ from tqdm.auto import tqdm
 
 from ..data import ImageLoadError, NormalizeForBackbone, ResizeToPatchMultiple, detect_format, load_image_2d
 from .bundle import InferenceModel, UsageError
+from .dicom_seg import dicom_seg_available, write_dicom_seg
 from .inputs import InputItem
 from .report import summary_line, write_report
-from .writers import write_json, write_mask_nifti, write_mask_png, write_overlay_png
+from .writers import atomic_write, write_json, write_mask_nifti, write_mask_png, write_overlay_png
 
 __all__ = ["InferOptions", "InferResult", "run_inference", "EXIT_OK", "EXIT_USAGE", "EXIT_SKIPPED"]
 
@@ -42,6 +43,7 @@ class InferOptions:
     overlay: bool = True
     num_workers: int = 0
     progress: bool = True
+    dicom_seg: bool = False
 
 
 @dataclass
@@ -63,6 +65,8 @@ def expected_outputs(model: InferenceModel, item: InputItem, fmt: str, options: 
         out = {"mask": base.with_name(base.name + f"_seg{ext}")}
         if options.overlay:
             out["overlay"] = base.with_name(base.name + "_overlay.png")
+        if options.dicom_seg and fmt == "dicom":
+            out["dicom_seg"] = base.with_name(base.name + "_seg.dcm")
         return out
     return {"prediction": base.with_name(base.name + "_pred.json")}
 
@@ -135,6 +139,9 @@ def _write_outputs(model: InferenceModel, item: InputItem, fmt: str, sample: dic
             write_mask_nifti(todo["mask"], item.path, mask) if fmt == "nifti" else write_mask_png(todo["mask"], mask)
         if "overlay" in todo:
             write_overlay_png(todo["overlay"], sample["display"], mask)
+        if "dicom_seg" in todo:
+            atomic_write(todo["dicom_seg"], lambda tmp: write_dicom_seg(tmp, item.path, mask, model.class_names,
+                                                                        model.name, model.version))
         return
     p = probs.cpu().double().numpy()
     probabilities = {name: round(float(v), 6) for name, v in zip(model.class_names, p)}
@@ -158,6 +165,10 @@ def run_inference(model: InferenceModel, items: list[InputItem], options: InferO
     not run again). Returns the rows and the exit code (:data:`EXIT_SKIPPED` if any input was skipped)."""
     if options.sliding_window and model.task != "segmentation":
         raise UsageError("--sliding_window is for segmentation bundles only")
+    if options.dicom_seg and model.task != "segmentation":
+        raise UsageError("--dicom_seg is for segmentation bundles only")
+    if options.dicom_seg and not dicom_seg_available():
+        raise UsageError("--dicom_seg needs highdicom: pip install \"essa-monai[dicomseg]\"")
     if options.batch_size < 1:
         raise UsageError(f"--batch_size must be >= 1, got {options.batch_size}")
     Path(options.output_dir).mkdir(parents=True, exist_ok=True)
