@@ -220,6 +220,9 @@ class CLI:
         progress: bool = True,
         overrides: dict | None = None,
         dicom_seg: bool = False,
+        frame: int | None = None,
+        slice_axis: str = "axial",
+        slice_index: int | None = None,
     ) -> None:
         """Run a bundle's trained (merged) model on one image, a folder (recursive), a CSV (image column) or a
         datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
@@ -244,6 +247,10 @@ class CLI:
             overrides: train.json keys to override when building the network, e.g. '{"img_size": 224}'.
             dicom_seg: also write <stem>_seg.dcm, a DICOM Segmentation object in the source's study, for
                 DICOM inputs of segmentation bundles (needs the dicomseg extra: highdicom).
+            frame: frame of multi-frame DICOMs (single-frame ones ignore it) and volume of 4D NIfTIs.
+            slice_axis: slice orientation of 3D NIfTIs: axial, coronal or sagittal (canonical RAS+ axes).
+            slice_index: slice of 3D NIfTIs along slice_axis (default: the middle one); NIfTI masks are
+                written on that slice of the input's grid.
         """
         from .inference import infer
 
@@ -252,6 +259,7 @@ class CLI:
             sliding_window=sliding_window, overlap=overlap, overwrite=overwrite,
             include_patient_ids=include_patient_ids, overlay=overlay, datalist_key=datalist_key,
             num_workers=num_workers, progress=progress, overrides=dict(overrides or {}), dicom_seg=dicom_seg,
+            frame=frame, slice_axis=slice_axis, slice_index=slice_index,
         )
         if code:
             raise SystemExit(code)

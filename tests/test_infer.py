@@ -20,6 +20,7 @@ from PIL import Image
 
 from essa_monai.data.demo import make_demo_data
 from essa_monai.inference import EXIT_OK, EXIT_SKIPPED, EXIT_USAGE, infer
+from essa_monai.inference.dicom_seg import dicom_seg_available
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = {"backbone_kwargs": {"embed_dim": 32, "depth": 2, "num_heads": 2}, "img_size": 28}
@@ -212,25 +213,30 @@ def test_cli_exit_code_says_some_skipped(seg_model, mixed_inputs, tmp_path):
     assert "4 ok, 3 skipped" in proc.stdout
 
 
-@pytest.mark.parametrize("shape, affine", [
-    ((40, 32), np.diag([1.0, 1.0, 1.0, 1.0])),                        # 2D, RAS
-    ((40, 32, 1), np.diag([-0.8, 0.8, 2.0, 1.0])),                    # 2D slab stored LAS
-    ((40, 32, 9), np.array([[0, 0, 2.0, 0], [-1.5, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])),  # 3D, axes permuted
+PERMUTED = np.array([[0, 0, 2.0, 0], [-1.5, 0, 0, 0], [0, 1.5, 0, 0], [0, 0, 0, 1]])
+
+
+@pytest.mark.parametrize("shape, affine, where", [
+    ((40, 32), np.diag([1.0, 1.0, 1.0, 1.0]), {}),                     # 2D, RAS
+    ((40, 32, 1), np.diag([-0.8, 0.8, 2.0, 1.0]), {}),                 # 2D slab stored LAS
+    ((40, 32, 9), PERMUTED, {}),                                       # 3D, axes permuted, middle axial slice
+    ((40, 32, 9), PERMUTED, {"slice_axis": "coronal", "slice_index": 5}),
+    ((40, 32, 9), np.diag([-0.8, 0.8, 2.0, 1.0]), {"slice_axis": "sagittal", "slice_index": -3}),
 ])
-def test_nifti_mask_round_trips_through_the_reader(shape, affine, tmp_path):
+def test_nifti_mask_round_trips_through_the_reader(shape, affine, where, tmp_path):
     """A mask drawn on the picture the reader shows comes back, read the same way, pixel for pixel."""
     from essa_monai.data import load_image_2d, load_mask_2d
     from essa_monai.inference.writers import write_mask_nifti
 
     path = tmp_path / "image.nii.gz"
     nib.save(nib.Nifti1Image(np.random.default_rng(0).random(shape).astype(np.float32), affine), path)
-    display = load_image_2d(path)[0].numpy()
+    display = load_image_2d(path, **where)[0].numpy()
     mask = np.zeros(display.shape, np.uint8)
-    mask[2:9, 3:20] = 1  # asymmetric: catches any flip or transpose
-    written = nib.load(write_mask_nifti(tmp_path / "mask.nii.gz", path, mask))
+    mask[2:9, 3:7] = 1  # asymmetric: catches any flip or transpose
+    written = nib.load(write_mask_nifti(tmp_path / "mask.nii.gz", path, mask, **where))
     np.testing.assert_array_equal(written.affine, nib.load(path).affine)  # as stored (float32 sform)
     assert written.shape == shape
-    np.testing.assert_array_equal(load_mask_2d(tmp_path / "mask.nii.gz")[0].numpy(), mask)
+    np.testing.assert_array_equal(load_mask_2d(tmp_path / "mask.nii.gz", **where)[0].numpy(), mask)
     assert np.asarray(written.dataobj).sum() == mask.sum()  # one slice only
 
 
@@ -266,3 +272,32 @@ def test_dicom_seg_references_the_source_and_holds_the_mask(seg_model, mixed_inp
 def test_dicom_seg_is_for_segmentation_bundles(cls_model, mixed_inputs, tmp_path):
     assert infer(input=str(mixed_inputs["dicom"]), output_dir=str(tmp_path / "out"), dicom_seg=True,
                  **cls_model) == EXIT_USAGE
+
+
+def test_frame_and_slice_options_reach_multi_frame_dicoms_and_nifti_volumes(seg_model, demo_root, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    dicoms = sorted((demo_root / "dicom").glob("*.dcm"))
+    shutil.copy(demo_root / "dicom" / "chest_multiframe.dcm", src / "multi.dcm")
+    shutil.copy(dicoms[0], src / "single.dcm")  # single-frame: --frame does not apply
+    shutil.copy(demo_root / "nifti" / "ct_000.nii.gz", src / "ct.nii.gz")
+    out = tmp_path / "out"
+    assert infer(input=str(src), output_dir=str(out), frame=1, slice_axis="coronal", slice_index=2,
+                 overlay=False, **seg_model) == EXIT_OK
+    frames = pydicom.dcmread(src / "multi.dcm").pixel_array
+    assert np.array(Image.open(out / "multi_seg.png")).shape == frames.shape[1:]
+    ct, mask = nib.load(src / "ct.nii.gz"), nib.load(out / "ct_seg.nii.gz")
+    assert mask.shape == ct.shape and np.array_equal(mask.affine, ct.affine)
+    # the mask lies on coronal slice 2 of the canonical grid, nowhere else
+    canonical = np.asarray(nib.as_closest_canonical(mask).dataobj)
+    assert canonical.sum() == canonical[:, 2, :].sum()
+    # no DICOM SEG for a multi-frame source: reported with the reason, its PNG mask still written
+    out3 = tmp_path / "out3"
+    if dicom_seg_available():
+        assert infer(input=str(src / "multi.dcm"), output_dir=str(out3), frame=1, dicom_seg=True,
+                     **seg_model) == EXIT_SKIPPED
+        assert "single-frame sources only" in _report(out3)[0][0]["reason"] and (out3 / "multi_seg.png").is_file()
+    # without --frame the multi-frame DICOM is skipped with a reason that says how to pick one
+    assert infer(input=str(src / "multi.dcm"), output_dir=str(tmp_path / "out2"), **seg_model) == EXIT_SKIPPED
+    rows, _ = _report(tmp_path / "out2")
+    assert "pass frame=" in rows[0]["reason"]

@@ -30,6 +30,9 @@ def infer(
     progress: bool = True,
     overrides: dict[str, Any] | None = None,
     dicom_seg: bool = False,
+    frame: int | None = None,
+    slice_axis: str | int = "axial",
+    slice_index: int | None = None,
 ) -> int:
     """Run a bundle's trained model on images and write outputs plus report.csv/report.json to
     output_dir. Prints one line per skipped input and the summary; returns the exit code: 0 all ok,
@@ -41,6 +44,8 @@ def infer(
             output_dir=output_dir, batch_size=int(batch_size), tta=bool(tta), sliding_window=bool(sliding_window),
             overlap=float(overlap), overwrite=bool(overwrite), include_patient_ids=bool(include_patient_ids),
             overlay=bool(overlay), num_workers=int(num_workers), progress=bool(progress), dicom_seg=bool(dicom_seg),
+            frame=None if frame is None else int(frame), slice_axis=slice_axis,
+            slice_index=None if slice_index is None else int(slice_index),
         )
         result = run_inference(model, items, options)
     except UsageError as err:

@@ -64,7 +64,7 @@ def write_dicom_seg(
 
     Raises:
         ImportError: highdicom is not installed (the ``dicomseg`` extra).
-        ValueError: the mask does not have the source image's size.
+        ValueError: a multi-frame source, or a mask that does not have the source image's size.
     """
     import highdicom as hd
     import pydicom
@@ -73,6 +73,8 @@ def write_dicom_seg(
     for keyword in _TYPE2:
         if keyword not in source:
             setattr(source, keyword, "")
+    if int(source.get("NumberOfFrames") or 1) > 1:
+        raise ValueError(f"{source_path}: DICOM SEG output supports single-frame sources only")
     mask = np.asarray(mask)
     if mask.shape != (source.Rows, source.Columns):
         raise ValueError(f"{source_path}: mask {mask.shape} does not match the image ({source.Rows}, {source.Columns})")

@@ -44,6 +44,23 @@ class InferOptions:
     num_workers: int = 0
     progress: bool = True
     dicom_seg: bool = False
+    frame: int | None = None
+    slice_axis: str | int = "axial"
+    slice_index: int | None = None
+
+    def load_kwargs(self, path: str, fmt: str) -> dict[str, Any]:
+        """Reader options for one input: ``frame`` for multi-frame DICOMs (single-frame ones ignore it)
+        and 4D NIfTIs; ``slice_axis``/``slice_index`` for 3D NIfTIs."""
+        if fmt == "nifti":
+            return {"frame": self.frame, "slice_axis": self.slice_axis, "slice_index": self.slice_index}
+        if fmt == "dicom" and self.frame is not None:
+            import pydicom
+
+            from ..data.dicom import dicom_num_frames
+
+            if dicom_num_frames(pydicom.dcmread(path, stop_before_pixels=True, force=True)) > 1:
+                return {"frame": self.frame}
+        return {}
 
 
 @dataclass
@@ -81,8 +98,10 @@ def _patient_ids(path: str) -> dict[str, str]:
 class _Prepared(Dataset):
     """Loads and preprocesses input ``i``; a bad file gives ``{"error": reason}`` instead of raising."""
 
-    def __init__(self, items: list[InputItem], indices: list[int], model: InferenceModel, options: InferOptions):
+    def __init__(self, items: list[InputItem], indices: list[int], model: InferenceModel, options: InferOptions,
+                 formats: dict[int, str]):
         self.items, self.indices, self.task = items, indices, model.task
+        self.options, self.formats = options, formats
         self.sliding = options.sliding_window
         self.resize = ResizeToPatchMultiple(spatial_size=model.img_size)
         self.normalize = NormalizeForBackbone()
@@ -95,7 +114,8 @@ class _Prepared(Dataset):
         start = time.perf_counter()
         out: dict[str, Any] = {"index": index}
         try:
-            image = load_image_2d(self.items[index].path)
+            path = self.items[index].path
+            image = load_image_2d(path, **self.options.load_kwargs(path, self.formats[index]))
             shape = tuple(int(s) for s in image.meta["spatial_shape"])
             x = image.as_tensor() if self.sliding else self.resize(image)
             out.update(image=torch.as_tensor(self.normalize(x)).float(), shape=shape)
@@ -129,14 +149,17 @@ def _probabilities(model: InferenceModel, x: torch.Tensor, options: InferOptions
 
 
 def _write_outputs(model: InferenceModel, item: InputItem, fmt: str, sample: dict[str, Any], probs: torch.Tensor,
-                   todo: dict[str, Path], row: dict[str, Any]) -> None:
+                   todo: dict[str, Path], row: dict[str, Any], options: InferOptions) -> None:
     if model.task == "segmentation":
         if probs.shape[-2:] != sample["shape"]:
             probs = F.interpolate(probs[None], size=sample["shape"], mode="bilinear", align_corners=False)[0]
         mask = probs.argmax(0).to(torch.uint8).cpu().numpy()
         row["foreground_fraction"] = float((mask > 0).mean())
         if "mask" in todo:
-            write_mask_nifti(todo["mask"], item.path, mask) if fmt == "nifti" else write_mask_png(todo["mask"], mask)
+            if fmt == "nifti":
+                write_mask_nifti(todo["mask"], item.path, mask, options.slice_axis, options.slice_index)
+            else:
+                write_mask_png(todo["mask"], mask)
         if "overlay" in todo:
             write_overlay_png(todo["overlay"], sample["display"], mask)
         if "dicom_seg" in todo:
@@ -210,7 +233,7 @@ def run_inference(model: InferenceModel, items: list[InputItem], options: InferO
         pending.append(i)
 
     batch_size = 1 if options.sliding_window else options.batch_size  # whole images differ in size
-    loader = DataLoader(_Prepared(items, pending, model, options), batch_size=batch_size, shuffle=False,
+    loader = DataLoader(_Prepared(items, pending, model, options, formats), batch_size=batch_size, shuffle=False,
                         num_workers=options.num_workers, collate_fn=list)
     with tqdm(total=len(pending), desc="infer", unit="img", disable=not options.progress) as bar, torch.inference_mode():
         for batch in loader:
@@ -233,7 +256,7 @@ def run_inference(model: InferenceModel, items: list[InputItem], options: InferO
                     todo = {k: v for k, v in outputs[i].items() if options.overwrite or not v.exists()}
                     start = time.perf_counter()
                     try:
-                        _write_outputs(model, item, formats[i], sample, p, todo, row)
+                        _write_outputs(model, item, formats[i], sample, p, todo, row, options)
                     except Exception as err:  # e.g. a full disk or an unwritable folder: report, go on
                         row.update(status="skipped", reason=f"writing outputs failed: {type(err).__name__}: {err}")
                     row["time_ms"] += share + 1000 * (time.perf_counter() - start)

@@ -61,11 +61,14 @@ def write_overlay_png(path: str | os.PathLike[str], image: np.ndarray, mask: np.
     return atomic_write(path, lambda tmp: Image.fromarray(pixels).save(tmp, format="PNG"))
 
 
-def nifti_mask_volume(reference: nib.spatialimages.SpatialImage, display_mask: np.ndarray) -> np.ndarray:
-    """Map a mask computed on the slice :func:`essa_monai.data.read_nifti` shows (default: axial,
-    middle slice, canonical RAS+, display orientation) back to the voxel grid of ``reference``, in its
-    own stored orientation. Returns a uint8 array of ``reference``'s spatial shape (2D or 3D) with the
-    mask on that slice and 0 elsewhere."""
+def nifti_mask_volume(reference: nib.spatialimages.SpatialImage, display_mask: np.ndarray,
+                      slice_axis: int | str = "axial", slice_index: int | None = None) -> np.ndarray:
+    """Map a mask computed on the slice :func:`essa_monai.data.read_nifti` shows (``slice_axis`` and
+    ``slice_index`` as given to it: canonical RAS+ axis, default the middle slice; display orientation)
+    back to the voxel grid of ``reference``, in its own stored orientation. Returns a uint8 array of
+    ``reference``'s spatial shape (2D or 3D) with the mask on that slice and 0 elsewhere."""
+    from ..data.nifti import SLICE_AXES
+
     spatial = tuple(reference.shape[:3])
     shape3 = spatial + (1,) * (3 - len(spatial))
     ornt = orientations.io_orientation(reference.affine)  # stored axes -> canonical (RAS+) axes
@@ -73,19 +76,27 @@ def nifti_mask_volume(reference: nib.spatialimages.SpatialImage, display_mask: n
     for axis, (target, _flip) in enumerate(ornt):
         canon_shape[int(target)] = shape3[axis]
     canonical = np.zeros(canon_shape, dtype=np.uint8)
-    index = canon_shape[2] // 2 if canon_shape[2] > 1 else 0
+    if canon_shape[2] == 1 and slice_index is None:  # a 2D image or one-slice slab: read_nifti shows it whole
+        axis, index = 2, 0
+    else:
+        axis = SLICE_AXES.get(slice_axis, slice_axis) if isinstance(slice_axis, str) else int(slice_axis)
+        n = canon_shape[axis]
+        index = (n // 2 if slice_index is None else slice_index) % n
+    where: list = [slice(None)] * 3
+    where[axis] = index
     # read_nifti shows the canonical slice s as s.T[::-1, ::-1]; invert that
-    canonical[:, :, index] = (np.asarray(display_mask) > 0)[::-1, ::-1].T
+    canonical[tuple(where)] = (np.asarray(display_mask) > 0)[::-1, ::-1].T
     stored = orientations.apply_orientation(canonical, orientations.ornt_transform(
         orientations.axcodes2ornt(("R", "A", "S")), ornt))
     return stored.reshape(spatial)
 
 
-def write_mask_nifti(path: str | os.PathLike[str], reference_path: str | os.PathLike[str], display_mask: np.ndarray) -> str:
+def write_mask_nifti(path: str | os.PathLike[str], reference_path: str | os.PathLike[str], display_mask: np.ndarray,
+                     slice_axis: int | str = "axial", slice_index: int | None = None) -> str:
     """Write the mask as NIfTI (uint8, 0/1) with the affine and header of the input ``reference_path``,
-    see :func:`nifti_mask_volume`."""
+    on the slice the image was read from (see :func:`nifti_mask_volume`)."""
     reference = nib.load(os.fspath(reference_path))
-    data = nifti_mask_volume(reference, display_mask)
+    data = nifti_mask_volume(reference, display_mask, slice_axis, slice_index)
     header = reference.header.copy()
     header.set_data_dtype(np.uint8)
     header.set_slope_inter(1.0, 0.0)
