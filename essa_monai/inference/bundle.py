@@ -11,7 +11,8 @@ from typing import Any
 import torch
 from torch import nn
 
-__all__ = ["InferenceModel", "UsageError", "load_bundle_model", "resolve_device", "bundle_task"]
+__all__ = ["InferenceModel", "UsageError", "load_bundle_model", "resolve_device", "bundle_task",
+           "segmentation_class_names"]
 
 #: tasks an :class:`InferenceModel` can have
 TASKS = ("segmentation", "classification", "multilabel")
@@ -51,6 +52,16 @@ def resolve_device(device: str | torch.device = "auto") -> torch.device:
     if device.type == "cuda" and not torch.cuda.is_available():
         raise UsageError(f"device {device} requested but CUDA is not available")
     return device
+
+
+def segmentation_class_names(metadata: dict[str, Any], num_classes: int) -> list[str]:
+    """Names of a segmentation network's ``num_classes`` output channels: the ``channel_def`` of the
+    first output in ``metadata.json``'s ``network_data_format``, else ``background``/``foreground``
+    (two classes) or ``class_<k>``."""
+    outputs = metadata.get("network_data_format", {}).get("outputs", {})
+    channels = next(iter(outputs.values()), {}).get("channel_def", {})
+    default = ["background", "foreground"] if num_classes == 2 else [f"class_{k}" for k in range(num_classes)]
+    return [str(channels.get(str(k), name)) for k, name in enumerate(default)]
 
 
 def bundle_task(config: dict[str, Any]) -> str:
@@ -111,11 +122,8 @@ def load_bundle_model(
         network = load_merged_model(network, model_file)
     except (ValueError, RuntimeError) as err:
         raise UsageError(str(err)) from err
-    if task == "segmentation" and not class_names:  # the output channel names of metadata.json, if any
-        outputs = metadata.get("network_data_format", {}).get("outputs", {})
-        channels = next(iter(outputs.values()), {}).get("channel_def", {})
-        default = ["background", "foreground"] if n_seg == 2 else [f"class_{i}" for i in range(n_seg)]
-        class_names = [str(channels.get(str(i), name)) for i, name in enumerate(default)]
+    if task == "segmentation" and not class_names:
+        class_names = segmentation_class_names(metadata, n_seg)
     return InferenceModel(
         network=network.to(torch_device).eval(), task=task, img_size=img_size, device=torch_device,
         class_names=class_names, name=str(metadata.get("name", bundle_dir.name)),

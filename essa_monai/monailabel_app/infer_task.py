@@ -55,7 +55,6 @@ class ESSAInferTask(BundleInferTask):
             self.labels = {name: k for k, name in enumerate(bundle.class_names) if k > 0}
         else:
             self.labels = list(bundle.class_names)
-        self.dimension = 2
 
     def writer(self, data: dict[str, Any], extension: str | None = None, dtype: Any = None) -> tuple[Any, Any]:
         if self.type == InferType.CLASSIFICATION:

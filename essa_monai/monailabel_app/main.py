@@ -103,7 +103,7 @@ class ESSAApp(MONAILabelApp):
         """Serve bundles whose first model was written after the server started (training runs in
         another process)."""
         for name, bundle in self.served.items():
-            if name not in self._infers and bundle.model_file.is_file():
+            if name not in self._infers:
                 task = self._infer_task(bundle)
                 if task is not None:
                     logger.info("%s: trained model found, now serving /infer/%s", name, name)

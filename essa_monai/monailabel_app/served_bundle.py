@@ -27,7 +27,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from ..bundle_paths import project_root_of, working_directory
-from ..inference.bundle import bundle_task
+from ..inference.bundle import bundle_task, segmentation_class_names
 
 __all__ = ["ServedBundle", "flatten_config", "prepare_served_bundle", "MODEL_FILES"]
 
@@ -83,7 +83,6 @@ class ServedBundle:
     path: Path
     task: str
     class_names: list[str] = field(default_factory=list)
-    peft: Any = None
 
     @property
     def model_file(self) -> Path:
@@ -122,12 +121,9 @@ def _class_names(config: dict[str, Any], task: str, source: Path) -> list[str]:
     if task != "segmentation":
         raise ValueError(f"{source}/configs/train.json: a classification bundle needs 'class_names'")
     meta_file = source / "configs" / "metadata.json"
-    channels = {}
-    if meta_file.is_file():
-        outputs = json.loads(meta_file.read_text()).get("network_data_format", {}).get("outputs", {})
-        channels = next(iter(outputs.values()), {}).get("channel_def", {})
-    n = int(parser.get_parsed_content("num_classes")) if "num_classes" in config else max(2, len(channels))
-    return [str(channels.get(str(i), "background" if i == 0 else f"class_{i}")) for i in range(n)]
+    metadata = json.loads(meta_file.read_text()) if meta_file.is_file() else {}
+    num_classes = int(parser.get_parsed_content("num_classes")) if "num_classes" in config else 2
+    return segmentation_class_names(metadata, num_classes)
 
 
 def _sync_models(source: Path, dest: Path) -> None:
@@ -201,6 +197,4 @@ def prepare_served_bundle(
         if (source / "configs" / name).is_file():
             shutil.copy2(source / "configs" / name, dest / "configs" / name)
     _sync_models(source, dest)
-    peft = train.get("peft")
-    return ServedBundle(name=source.name, source=source, path=dest, task=task, class_names=class_names,
-                        peft=peft)
+    return ServedBundle(name=source.name, source=source, path=dest, task=task, class_names=class_names)
