@@ -17,10 +17,12 @@ import copy
 import json
 import os
 from collections import Counter
+from pathlib import Path
 from typing import Any, Sequence
 
 import numpy as np
 
+from ..atomic import atomic_write
 from .errors import DatasetLayoutError
 
 __all__ = [
@@ -273,10 +275,8 @@ def write_split_json(
                     value = item.get(k)
                     if isinstance(value, str) and os.path.isabs(value) and value.startswith(root + os.sep):
                         item[k] = os.path.relpath(value, root)
-    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
-    with open(path, "w", encoding="utf-8") as f:
-        json.dump(out, f, indent=1)
-    return path
+    text = json.dumps(out, indent=1)
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text, encoding="utf-8"))
 
 
 def read_split(

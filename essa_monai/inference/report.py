@@ -17,7 +17,8 @@ import os
 from pathlib import Path
 from typing import Any
 
-from .writers import atomic_write, write_json
+from ..atomic import atomic_write
+from .writers import write_json
 
 __all__ = ["REPORT_COLUMNS", "summary_line", "write_report"]
 

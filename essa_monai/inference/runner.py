@@ -15,12 +15,13 @@ from monai.inferers import sliding_window_inference
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
+from ..atomic import atomic_write
 from ..data import ImageLoadError, NormalizeForBackbone, ResizeToPatchMultiple, detect_format, load_image_2d
 from .bundle import InferenceModel, UsageError
 from .dicom_seg import dicom_seg_available, write_dicom_seg
 from .inputs import InputItem
 from .report import summary_line, write_report
-from .writers import atomic_write, write_json, write_mask_nifti, write_mask_png, write_overlay_png
+from .writers import write_json, write_mask_nifti, write_mask_png, write_overlay_png
 
 __all__ = ["InferOptions", "InferResult", "run_inference", "EXIT_OK", "EXIT_USAGE", "EXIT_SKIPPED"]
 

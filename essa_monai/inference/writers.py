@@ -1,38 +1,20 @@
-"""Output files of inference, each written atomically (a temporary file in the same folder, then
-``os.replace``), so an interrupted run never leaves a half-written mask behind."""
+"""Output files of inference, each written atomically (:func:`essa_monai.atomic.atomic_write`), so an
+interrupted run never leaves a half-written mask behind."""
 
 from __future__ import annotations
 
 import json
 import os
-import tempfile
-from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import nibabel as nib
 import numpy as np
 from nibabel import orientations
 from PIL import Image
 
-__all__ = ["atomic_write", "write_mask_png", "write_overlay_png", "write_mask_nifti", "write_json", "nifti_mask_volume"]
+from ..atomic import atomic_write
 
-
-def atomic_write(path: str | os.PathLike[str], write: Callable[[str], None]) -> str:
-    """Call ``write(tmp_path)`` for a temporary file next to ``path`` (same suffix), then move it to
-    ``path`` with ``os.replace``. The temporary file is removed if ``write`` fails."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=f".tmp{suffix}", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
-    return str(path)
+__all__ = ["write_mask_png", "write_overlay_png", "write_mask_nifti", "write_json", "nifti_mask_volume"]
 
 
 def write_mask_png(path: str | os.PathLike[str], mask: np.ndarray) -> str:

@@ -26,6 +26,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+from ..atomic import atomic_write
 from ..bundle_paths import project_root_of, working_directory
 from ..inference.bundle import bundle_task, segmentation_class_names
 
@@ -142,10 +143,7 @@ def _sync_models(source: Path, dest: Path) -> None:
 
 
 def _write_json(path: Path, content: dict[str, Any]) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(content, indent=2))
-    os.replace(tmp, path)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(content, indent=2)))
 
 
 def prepare_served_bundle(

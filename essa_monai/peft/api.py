@@ -19,6 +19,7 @@ from typing import Any, Mapping
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from .base import PeftConfig, make_peft_config
 
 __all__ = [
@@ -174,7 +175,6 @@ def write_adapter_file(
     "metadata", "state_dict"}``. :func:`save_adapter` is the usual entry point; this one lets a caller
     supply the tensors (e.g. an SSA teacher's EMA values under the student's trained names)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": ADAPTER_FORMAT,
         "peft": config.to_dict(),
@@ -182,9 +182,7 @@ def write_adapter_file(
         "metadata": metadata,
         "state_dict": {k: v.detach().cpu().clone() for k, v in state_dict.items()},
     }
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    tmp.replace(path)
+    atomic_write(path, lambda tmp: torch.save(payload, tmp))
     return path
 
 

@@ -39,6 +39,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from ..atomic import atomic_write
 from ..sa.network import unwrap_network
 from .bundles import parse_config, run_workflow
 from .specs import SSA_CONFIG, DatasetSpec, PeftSpec, check_ssa_method, dataset_spec, method_label, resolve_method
@@ -72,10 +73,8 @@ def _json_default(value: Any) -> Any:
 
 def _write_json(path: Path, content: Any) -> None:
     """Write atomically (a half-written file must never look finished)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(content, indent=2, default=_json_default, allow_nan=True))
-    tmp.replace(path)
+    text = json.dumps(content, indent=2, default=_json_default, allow_nan=True)
+    atomic_write(path, lambda tmp: Path(tmp).write_text(text))
 
 
 def _read_json(path: Path) -> Any:

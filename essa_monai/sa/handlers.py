@@ -11,6 +11,7 @@ from ignite.engine import Engine, Events
 from monai.engines.utils import IterationEvents
 from torch import nn
 
+from ..atomic import atomic_write
 from ..peft import adapter_hash, merged_state_dict, peft_config_of, save_adapter
 from .network import unwrap_network
 
@@ -75,10 +76,7 @@ class MergedModelExportHandler:
         if self.adapter_file is not None and config is not None:
             save_adapter(network, self.adapter_file)
         merged = {k: v.detach().cpu() for k, v in merged_state_dict(network).items()}
-        self.model_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = self.model_file.with_name(self.model_file.name + ".tmp")
-        torch.save(merged, tmp)
-        tmp.replace(self.model_file)
+        atomic_write(self.model_file, lambda tmp: torch.save(merged, tmp))
         self.model_file.with_suffix(".json").write_text(json.dumps(info, indent=2))
         engine.state.exported_model = str(self.model_file)
         logger.info("exported merged model to %s", self.model_file)

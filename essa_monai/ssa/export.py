@@ -8,6 +8,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from ..atomic import atomic_write
 from ..peft import adapter_state_dict, make_peft_config, merged_state_dict, peft_config_of, write_adapter_file
 
 __all__ = ["export_adapted_backbone", "MERGED_FILE", "ADAPTER_FILE"]
@@ -40,9 +41,7 @@ def export_adapted_backbone(student_backbone: nn.Module, teacher_backbone: nn.Mo
         info["merged_skipped"] = "VPT prompts are not part of a plain ViT; load adapter.pt onto the base backbone"
     else:
         merged = {k: v.detach().cpu().clone() for k, v in merged_state_dict(teacher_backbone).items()}
-        tmp = output_dir / (MERGED_FILE + ".tmp")
-        torch.save(merged, tmp)
-        tmp.replace(output_dir / MERGED_FILE)
+        atomic_write(output_dir / MERGED_FILE, lambda tmp: torch.save(merged, tmp))
         paths["merged"] = output_dir / MERGED_FILE
         info["merged"] = MERGED_FILE
     (output_dir / "export.json").write_text(json.dumps(info, indent=2))
