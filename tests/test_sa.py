@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 import json
+import warnings
 
 import pytest
 import torch
-from ignite.engine import Engine
+from ignite.engine import Engine, Events
 from torch import nn
 
 from essa_monai.heads import ViTClassifier
@@ -45,6 +46,47 @@ def test_gradient_clip_handler_bounds_the_global_norm():
     GradientClipHandler(max_norm=0.5)(engine)
     total = torch.norm(torch.stack([p.grad.norm() for p in model.parameters()]))
     assert engine.state.grad_norm > 0.5 and total.item() == pytest.approx(0.5, rel=1e-4)
+
+
+def _one_clipped_step(amp: bool, accumulation_steps: int = 1, iterations: int = 1):
+    """A SupervisedTrainer run on a fixed linear model; with ``amp`` its GradScaler is a real CPU one
+    with loss scale 1024 (MONAI builds a CUDA scaler, which is disabled on CPU)."""
+    from monai.engines import SupervisedTrainer
+
+    torch.manual_seed(0)
+    model = nn.Linear(6, 3)
+    data = [{"image": torch.randn(4, 6) * 10, "label": torch.randn(4, 3)} for _ in range(iterations)]
+    trainer = SupervisedTrainer(
+        device=torch.device("cpu"), max_epochs=1, train_data_loader=data, network=model,
+        optimizer=torch.optim.SGD(model.parameters(), lr=0.1), loss_function=nn.MSELoss(), amp=amp,
+        accumulation_steps=accumulation_steps,
+        train_handlers=[GradientClipHandler(max_norm=1.0)],
+    )
+    norms = []
+    if amp:
+        trainer.add_event_handler(Events.STARTED, lambda e: setattr(e, "scaler", torch.amp.GradScaler("cpu", init_scale=1024.0)))
+    trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: norms.append(getattr(e.state, "grad_norm", None)))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # autocast("cuda") and torch.cuda.amp.GradScaler on a CPU-only machine
+        trainer.run()
+    return model, norms, trainer
+
+
+def test_gradient_clipping_under_amp_sees_unscaled_gradients():
+    plain, plain_norms, _ = _one_clipped_step(amp=False)
+    scaled, amp_norms, trainer = _one_clipped_step(amp=True)
+    assert trainer.scaler.get_scale() == 1024.0  # the step was taken (no overflow), the scale was real
+    assert plain_norms[0] > 1.0  # the clip was active
+    # the norm the handler measured is the loss's own, not 1024 times it, and the step is the same
+    assert amp_norms[0] == pytest.approx(plain_norms[0], rel=1e-5)
+    torch.testing.assert_close(scaled.weight, plain.weight, rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(scaled.bias, plain.bias, rtol=1e-5, atol=1e-6)
+
+
+def test_gradient_clipping_with_accumulation_clips_only_before_a_step():
+    _, norms, _ = _one_clipped_step(amp=False, accumulation_steps=2, iterations=4)
+    assert norms[0] is None  # iteration 1 only accumulates: nothing clipped yet
+    assert norms[2] == norms[1] != norms[3]  # measured at the stepping iterations 2 and 4, not at 3
 
 
 @pytest.mark.parametrize("peft", [{"method": "lora", "targets": ["qkv", "proj"]}, {"method": "vpt", "num_tokens": 2}])

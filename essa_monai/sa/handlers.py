@@ -12,6 +12,7 @@ from monai.engines.utils import IterationEvents
 from torch import nn
 
 from ..atomic import atomic_write
+from ..optim import clip_gradients
 from ..peft import adapter_hash, merged_state_dict, peft_config_of, save_adapter
 from .network import unwrap_network
 
@@ -21,8 +22,15 @@ logger = logging.getLogger(__name__)
 
 
 class GradientClipHandler:
-    """Clip the global gradient norm of the optimizer's parameters between ``backward`` and ``step``
-    (MONAI's ``IterationEvents.BACKWARD_COMPLETED``)."""
+    """Clip the global gradient norm of the trainer's optimizer between ``backward`` and ``step``
+    (MONAI's ``IterationEvents.BACKWARD_COMPLETED``), with :func:`essa_monai.optim.clip_gradients`.
+
+    With ``SupervisedTrainer(amp=True)`` the gradients at that event are still multiplied by the loss
+    scale, so the trainer's ``GradScaler`` unscales them first; ``scaler.step`` then steps on the
+    clipped, unscaled gradients. With ``accumulation_steps > 1`` it clips only on the iterations that
+    step the optimizer (the accumulated gradient). The norm before clipping goes to
+    ``engine.state.grad_norm`` (float).
+    """
 
     def __init__(self, max_norm: float = 1.0) -> None:
         self.max_norm = max_norm
@@ -30,10 +38,20 @@ class GradientClipHandler:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(IterationEvents.BACKWARD_COMPLETED, self)
 
+    @staticmethod
+    def _steps_now(engine: Engine) -> bool:
+        """Whether ``SupervisedTrainer._iteration`` calls ``optimizer.step`` after this backward."""
+        accumulation = getattr(engine, "accumulation_steps", 1)
+        if accumulation <= 1:
+            return True
+        epoch_length = engine.state.epoch_length
+        local = (engine.state.iteration - 1) % epoch_length if epoch_length else engine.state.iteration - 1
+        return (local + 1) % accumulation == 0 or (epoch_length is not None and local + 1 == epoch_length)
+
     def __call__(self, engine: Engine) -> None:
-        if self.max_norm and self.max_norm > 0:
-            params = [p for group in engine.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            engine.state.grad_norm = float(torch.nn.utils.clip_grad_norm_(params, self.max_norm))
+        if self._steps_now(engine):
+            scaler = getattr(engine, "scaler", None) if getattr(engine, "amp", False) else None
+            engine.state.grad_norm = clip_gradients(engine.optimizer, self.max_norm, scaler)
 
 
 class MergedModelExportHandler:

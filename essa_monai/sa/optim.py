@@ -6,9 +6,9 @@ from typing import Any
 
 from torch import nn
 
-__all__ = ["sa_parameter_groups"]
+from ..optim import uses_weight_decay
 
-_NO_DECAY = ("cls_token", "reg_token", "pos_embed", "vpt.tokens")
+__all__ = ["sa_parameter_groups"]
 
 
 def sa_parameter_groups(
@@ -34,7 +34,7 @@ def sa_parameter_groups(
         if not p.requires_grad:
             continue
         part = "backbone" if name.startswith(prefix) else "head"
-        decay = not (p.ndim <= 1 or name.endswith(_NO_DECAY))
+        decay = uses_weight_decay(name, p)
         groups.setdefault((part, decay), []).append(p)
     if not groups:
         raise ValueError("no trainable parameters: apply PEFT (or 'full') and keep the heads trainable")

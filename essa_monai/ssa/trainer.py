@@ -18,6 +18,7 @@ import torch
 from monai.engines import Trainer
 from torch import nn
 
+from ..optim import clip_gradients, uses_weight_decay
 from ..ssl import cancel_last_layer_gradients, ema_parameter_pairs, ema_update_
 from .network import SSANetwork
 from .objective import DINOv2Objective
@@ -26,7 +27,6 @@ from .teacher import make_teacher
 __all__ = ["SSATrainer", "PRECISIONS", "ssa_parameter_groups"]
 
 PRECISIONS = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}
-_NO_DECAY = ("mask_token", "cls_token", "reg_token", "pos_embed", "vpt.tokens")
 
 
 def ssa_parameter_groups(student: nn.Module) -> list[dict[str, Any]]:
@@ -37,7 +37,7 @@ def ssa_parameter_groups(student: nn.Module) -> list[dict[str, Any]]:
     for name, p in student.named_parameters():
         if not p.requires_grad:
             continue
-        (no_decay if p.ndim <= 1 or name.endswith(_NO_DECAY) else decay).append(p)
+        (decay if uses_weight_decay(name, p) else no_decay).append(p)
     groups = [{"params": decay, "wd_multiplier": 1.0}, {"params": no_decay, "wd_multiplier": 0.0}]
     return [g for g in groups if g["params"]]
 
@@ -122,14 +122,11 @@ class SSATrainer(Trainer):
             raise FloatingPointError(f"SSA loss is {loss.item()} at iteration {self.state.iteration}; lower the lr")
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
-            self.grad_scaler.unscale_(self.optimizer)
         else:
             loss.backward()
         freeze_iters = int(self.freeze_last_layer_epochs * self.state.epoch_length)
         cancel_last_layer_gradients(self.student, self.state.iteration - 1, freeze_iters)
-        if self.clip_grad > 0:
-            params = [p for group in self.optimizer.param_groups for p in group["params"] if p.grad is not None]
-            torch.nn.utils.clip_grad_norm_(params, self.clip_grad)
+        clip_gradients(self.optimizer, self.clip_grad, self.grad_scaler)
         if self.grad_scaler is not None:
             self.grad_scaler.step(self.optimizer)
             self.grad_scaler.update()
