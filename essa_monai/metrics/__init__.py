@@ -1,75 +1,26 @@
-"""Metrics for supervised adaptation: plain functions on tensors and Ignite metrics for MONAI engines.
+"""Metrics for supervised adaptation, on MONAI's metric classes and Ignite handlers.
 
-Classification (:mod:`.classification`): :func:`accuracy`, :func:`balanced_accuracy` (ISIC 2018
-task 3), :func:`quadratic_weighted_kappa`, :func:`multilabel_auroc` (ChestX-ray14),
-:func:`multiclass_auroc` (one-vs-rest). Segmentation (:mod:`.segmentation`): :func:`dice`,
-:func:`iou`, :func:`thresholded_jaccard` (ISIC 2018 task 1). Each has an Ignite ``Metric`` twin in
-:mod:`.handlers` (:class:`Accuracy`, :class:`BalancedAccuracy`, :class:`QuadraticKappa`,
-:class:`MultiLabelAUROC`, :class:`MultiClassAUROC`, :class:`Dice`, :class:`IoU`,
-:class:`ThresholdedJaccard`) usable as ``key_val_metric`` / ``additional_metrics`` of MONAI's
-``SupervisedEvaluator`` with ``output_transform=from_engine(["pred", "label"])``, batched or decollated.
+MONAI computes Dice (``DiceMetric``), IoU (``MeanIoU``), accuracy (``ConfusionMatrixMetric``) and AUROC
+(``ROCAUCMetric``); only ISIC 2018's two scores are written here: :class:`ThresholdedJaccardMetric`
+(Task 1) and :class:`BalancedAccuracyMetric` (Task 3, tied rows undecided as the official scorer).
+Every metric takes raw network outputs (:mod:`.inputs`). The handlers (:mod:`.handlers`) are what the
+bundles use: :class:`ThresholdedJaccard`, :class:`Dice`, :class:`IoU`, :class:`BalancedAccuracy`,
+:class:`Accuracy`, :class:`MultiClassAUROC`, :class:`MultiLabelAUROC`.
+
+Outside an engine, use a metric class as any MONAI metric: ``m = BalancedAccuracyMetric(); m(logits, y);
+m.aggregate()``.
 """
 
 from __future__ import annotations
 
-from .classification import (
-    accuracy,
-    accuracy_from_confusion,
-    balanced_accuracy,
-    balanced_accuracy_from_confusion,
-    confusion_matrix,
-    multiclass_auroc,
-    multilabel_auroc,
-    per_class_auroc,
-    quadratic_weighted_kappa,
-    quadratic_weighted_kappa_from_confusion,
-)
-from .handlers import (
-    Accuracy,
-    BalancedAccuracy,
-    Dice,
-    IoU,
-    MultiClassAUROC,
-    MultiLabelAUROC,
-    QuadraticKappa,
-    ThresholdedJaccard,
-)
-from .segmentation import (
-    ISIC_JACCARD_THRESHOLD,
-    dice,
-    iou,
-    jaccard_index,
-    reduce_scores,
-    segmentation_labels,
-    target_labels,
-    thresholded_jaccard,
-)
+from .classification import BalancedAccuracyMetric, ClassAUROCMetric, TopOneAccuracyMetric
+from .handlers import Accuracy, BalancedAccuracy, Dice, IoU, MultiClassAUROC, MultiLabelAUROC, ThresholdedJaccard
+from .inputs import class_decisions, class_targets, segmentation_one_hot
+from .segmentation import ISIC_JACCARD_THRESHOLD, SegmentationDiceMetric, SegmentationIoUMetric, ThresholdedJaccardMetric
 
 __all__ = [
-    "accuracy",
-    "accuracy_from_confusion",
-    "balanced_accuracy",
-    "balanced_accuracy_from_confusion",
-    "confusion_matrix",
-    "multiclass_auroc",
-    "multilabel_auroc",
-    "per_class_auroc",
-    "quadratic_weighted_kappa",
-    "quadratic_weighted_kappa_from_confusion",
-    "Accuracy",
-    "BalancedAccuracy",
-    "Dice",
-    "IoU",
-    "MultiClassAUROC",
-    "MultiLabelAUROC",
-    "QuadraticKappa",
-    "ThresholdedJaccard",
-    "ISIC_JACCARD_THRESHOLD",
-    "dice",
-    "iou",
-    "jaccard_index",
-    "reduce_scores",
-    "segmentation_labels",
-    "target_labels",
-    "thresholded_jaccard",
+    "Accuracy", "BalancedAccuracy", "Dice", "IoU", "MultiClassAUROC", "MultiLabelAUROC", "ThresholdedJaccard",
+    "BalancedAccuracyMetric", "ClassAUROCMetric", "TopOneAccuracyMetric",
+    "ISIC_JACCARD_THRESHOLD", "SegmentationDiceMetric", "SegmentationIoUMetric", "ThresholdedJaccardMetric",
+    "class_decisions", "class_targets", "segmentation_one_hot",
 ]
