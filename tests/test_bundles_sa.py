@@ -44,7 +44,8 @@ def config(bundle: str, *overlays: str) -> list[str]:
 def overrides(bundle: str, demo_root: Path, out: Path, **extra) -> dict:
     tiny = dict(TINY, decoder_channels=16) if bundle == "isic_apla" else dict(TINY)
     return {**tiny, "data_dir": str(demo_root / DATA_PART[bundle]), "output_dir": str(out / "run"),
-            "model_file": str(out / "models" / "model.pt"), "adapter_file": str(out / "models" / "adapter.pt"), **extra}
+            "model_file": str(out / "models" / "model.pt"), "adapter_file": str(out / "models" / "adapter.pt"),
+            "split_file": str(out / "split.json"), **extra}
 
 
 def run_workflow(config_file: list[str], ids: tuple[str, ...] = (), **kwargs) -> list:
@@ -96,18 +97,22 @@ def test_bundle_trains_evaluates_and_infers_on_demo_data(bundle, demo_root, tmp_
             np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)  # softmax over 7 classes
 
 
-def test_cxr14_label_fraction_is_written_to_a_reproducible_split(demo_root, tmp_path):
-    args = overrides("cxr14_lora", demo_root, tmp_path, epochs=1, label_fraction=0.1, split_file=str(tmp_path / "split.json"))
+def test_cxr14_label_fraction_is_read_from_a_split_file_made_once(demo_root, tmp_path):
+    args = overrides("cxr14_lora", demo_root, tmp_path, epochs=1, label_fraction=0.1)
     (train_list,) = run_workflow(config("cxr14_lora"), ("train_datalist",), **args)
-    split = json.loads((tmp_path / "split.json").read_text())
+    split_file = tmp_path / "split.json"
+    split = json.loads(split_file.read_text())
     full = split["training"]
-    assert {i["image"] for i in train_list} <= {i["image"] for i in full}
+    assert {i["id"] for i in train_list} <= {i["id"] for i in full}
+    assert all(Path(i["image"]).is_file() for i in train_list)  # stored relative, read under data_dir
     # patients are never split: the subset holds whole patients (2 images each in the demo), about 10 %
     patients = {i["patient_id"] for i in train_list}
-    assert {i["image"] for i in full if i["patient_id"] in patients} == {i["image"] for i in train_list}
+    assert {i["id"] for i in full if i["patient_id"] in patients} == {i["id"] for i in train_list}
     assert 1 <= len(train_list) <= round(0.1 * len(full)) + 1
+    mtime = split_file.stat().st_mtime_ns
     (again,) = run_workflow(config("cxr14_lora"), ("train_datalist",), **args)
     assert [i["image"] for i in again] == [i["image"] for i in train_list]
+    assert split_file.stat().st_mtime_ns == mtime  # read, not written again
 
 
 @pytest.mark.parametrize("bundle", BUNDLES)

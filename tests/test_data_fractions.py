@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import shutil
 
 import numpy as np
 import pytest
@@ -159,3 +162,69 @@ def test_split_json_round_trip_with_portable_relative_paths(tmp_path):
     assert moved["training"][0]["image"].startswith("/mnt/other/ISIC2018_Task3_Training_Input/")
     with pytest.raises(DatasetLayoutError, match="no 'training_5pct'"):
         read_split(path, 0.05)
+
+
+# ---------------------------------------------------------------- the split file: made once, then read as it is
+
+
+def test_ensure_split_writes_once_and_checks_the_file_on_every_later_use(tmp_path):
+    from essa_monai.data import ensure_split
+
+    items = multilabel_items(n=300)
+    path = tmp_path / "split.json"
+    assert ensure_split(path, items, seed=2, group_key="patient_id", fractions=0.25) == str(path)
+    first, mtime = path.read_text(), path.stat().st_mtime_ns
+    meta = json.loads(first)["meta"]
+    assert meta["fractions"] == [1.0, 0.25, 0.1, 0.01]
+    assert meta["source"]["training"]["count"] == 300 and meta["source"]["validation"] is None
+
+    # used again (any fraction it holds, the lists in another order): the file is read, not redrawn
+    assert ensure_split(path, items[::-1], seed=2, group_key="patient_id", fractions=0.1) == str(path)
+    assert path.stat().st_mtime_ns == mtime
+    # drawn again from scratch: the very same split
+    path.unlink()
+    ensure_split(path, items, seed=2, group_key="patient_id", fractions=0.25)
+    assert path.read_text() == first
+
+
+@pytest.mark.parametrize("change, differs", [
+    ({"seed": 3}, "seed"),
+    ({"group_key": None}, "group_key"),
+    ({"relabel": True}, "source"),
+])
+def test_a_split_file_made_from_other_images_or_settings_is_refused_by_name(tmp_path, change, differs):
+    from essa_monai.data import ensure_split
+
+    items = multilabel_items(n=200)
+    path = ensure_split(tmp_path / "split.json", items, seed=2, group_key="patient_id")
+    kwargs = {"seed": 2, "group_key": "patient_id", **{k: v for k, v in change.items() if k != "relabel"}}
+    if change.get("relabel"):
+        items = [{**items[0], "label": [1.0 - v for v in items[0]["label"]]}] + items[1:]  # one label changed
+    with pytest.raises(DatasetLayoutError, match=rf"split\.json: was made from other images or settings \(differs in: {differs}\).*--overwrite"):
+        ensure_split(path, items, **kwargs)
+    assert ensure_split(path, items, overwrite=True, **kwargs) == path  # remade on request
+
+
+def test_a_fraction_the_file_lacks_is_refused_with_the_command_to_remake_it(tmp_path):
+    from essa_monai.data import ensure_split
+
+    path = ensure_split(tmp_path / "split.json", multilabel_items(n=200))
+    with pytest.raises(DatasetLayoutError, match=r"holds the fractions \[1\.0, 0\.1, 0\.01\], not \[0\.5\].*--fractions 0.01,0.1,0.5,1"):
+        ensure_split(path, multilabel_items(n=200), fractions=[0.5, 0.1])
+
+
+def test_dataset_split_is_portable_between_data_folders(tmp_path):
+    from essa_monai.data import dataset_split
+
+    demo = tmp_path / "a"
+    make_demo_data(demo, seed=0, parts=("isic2018",), isic_task1=(1, 1, 1), isic_task3_per_class=(10, 1))
+    split_file = tmp_path / "split.json"
+    here = dataset_split("isic2018_task3", demo / "isic2018", split_file, 0.1)
+    assert len(here["training"]) == 7 and len(here["validation"]) == 7  # 10 % of 70; the official validation list
+    stored = json.loads(split_file.read_text())["training_10pct"]
+    assert all(not os.path.isabs(i["image"]) for i in stored)  # relative to the data folder
+    moved = tmp_path / "b"
+    shutil.copytree(demo, moved)
+    there = dataset_split("isic2018_task3", moved / "isic2018", split_file, 0.1)
+    assert [i["id"] for i in there["training"]] == [i["id"] for i in here["training"]]
+    assert all(i["image"].startswith(str(moved)) and os.path.isfile(i["image"]) for i in there["training"])

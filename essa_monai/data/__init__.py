@@ -6,7 +6,8 @@
 * Datalists (``list[dict]`` for ``monai.data.Dataset``): :func:`isic2018_task1_datalist`,
   :func:`isic2018_task3_datalist`, :func:`chestxray14_datalist`, :func:`multilabel_csv_datalist`,
   :func:`load_datalist_json`, :func:`image_folder_datalist`, :func:`unlabeled_datalist`.
-* Label fractions: :func:`make_fraction_splits`, :func:`write_split_json`, :func:`read_split`.
+* Label fractions: :func:`make_fraction_splits`, :func:`write_split_json`, :func:`read_split`; the split
+  file every bundle and the pipeline read, made once: :func:`dataset_split` / :func:`dataset_split_file`.
 * Demo data: :func:`make_demo_data`. Errors: :class:`ImageLoadError`, :class:`DatasetLayoutError`,
   :class:`MaskMismatchError` (all :class:`DataError`, a ``ValueError`` with ``path`` and ``reason``).
 
@@ -38,6 +39,7 @@ _EXPORTS = {
     "multilabel_csv": ("UncertainPolicy", "multilabel_csv_datalist"),
     "fractions": ("label_matrix", "stratified_partition", "fraction_key", "make_fraction_splits",
                   "write_split_json", "read_split"),
+    "split_file": ("DEFAULT_FRACTIONS", "SPLIT_DATASETS", "ensure_split", "dataset_split_file", "dataset_split"),
     "datasets": ("build_dataset",),
     "demo": ("make_demo_data",),
 }
