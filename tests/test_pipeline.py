@@ -16,7 +16,7 @@ import torch
 import essa_monai.backbone
 from essa_monai.data.demo import make_demo_data
 from essa_monai.pipeline import ESSASettings, essa_grid, read_result, run_essa
-from essa_monai.pipeline import run as pipeline_run
+from essa_monai.pipeline import stages as pipeline_stages
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY_VIT = {"embed_dim": 32, "depth": 2, "num_heads": 2}
@@ -150,8 +150,8 @@ def test_grid_writes_the_table_resumes_and_records_a_failing_method(tmp_path, de
     # rerun: finished combinations are skipped (no bundle workflow runs at all), the failed one is retried
     mtimes = {p: p.stat().st_mtime_ns for p in tmp_path.glob("cxr14/*-*/frac*/result.json")}
     workflows = []
-    original = pipeline_run.run_workflow
-    monkeypatch.setattr(pipeline_run, "run_workflow", lambda *a, **k: workflows.append(a[0]) or original(*a, **k))
+    original = pipeline_stages.run_workflow
+    monkeypatch.setattr(pipeline_stages, "run_workflow", lambda *a, **k: workflows.append(a[0]) or original(*a, **k))
     again = essa_grid(**kwargs)
     assert workflows == []
     assert again["counts"] == {"ok": 4, "failed": 2, "skipped": 4, "ran": 2}
@@ -191,23 +191,34 @@ def test_ssa_with_vpt_is_refused_before_any_work(tmp_path, demo):
     assert not (tmp_path / "isic_cls" / "ssa").exists()
 
 
-def test_isic_label_fraction_is_drawn_from_the_bundle_training_list(tmp_path, demo):
+def test_the_split_file_is_made_once_and_read_the_same_by_the_pipeline_and_the_bundle(tmp_path, demo):
+    from essa_monai.data import read_split
     from essa_monai.pipeline.bundles import parse_config
-    from essa_monai.pipeline.specs import dataset_spec
+    from essa_monai.pipeline.plan import make_split_file, plan_run
 
-    spec = dataset_spec("isic_cls")
     settings = ESSASettings(dataset="isic_cls", label_fraction=0.25, data_dir=str(demo / "isic2018"))
-    base = {"data_dir": str(demo / "isic2018"), "seed": 0}
-    overrides = pipeline_run._fraction_overrides(spec, settings, base, tmp_path / "split.json")
-    train, val = parse_config(spec.train_config, {**base, **overrides}, "train_datalist", "val_datalist")
-    assert len(train) == 7  # 25 % of the 28 Task 3 training images
-    assert sorted(item["label"] for item in train) == list(range(7))  # stratified: every class once
+    plan = plan_run(settings, tmp_path, split_fractions=[0.5, 1.0])
+    split_file = Path(make_split_file(plan))
+    assert split_file == tmp_path / "isic_cls" / "splits" / split_file.name and split_file.name.startswith("seed0-")
+    content = json.loads(split_file.read_text())
+    assert content["meta"]["fractions"] == [1.0, 0.5, 0.25, 0.1, 0.01]  # the grid's and the defaults, drawn together
+    assert len(content["training"]) == 28 and len(content["training_25pct"]) == 7
+
+    # the bundle reads the file the pipeline made, as it is: the same 7 images, stratified (every class once)
+    mtime = split_file.stat().st_mtime_ns
+    train, val = parse_config(plan.spec.train_config, plan.sa_overrides(), "train_datalist", "val_datalist")
+    assert [i["id"] for i in train] == [i["id"] for i in read_split(split_file, 0.25)["training"]]
+    assert sorted(item["label"] for item in train) == list(range(7))
+    assert {i["id"] for i in train} < {i["id"] for i in content["training_50pct"]}  # nested
     assert len(val) == 7  # the official validation split is untouched
-    full = json.loads((tmp_path / "split.json").read_text())
-    assert {i["id"] for i in train} < {i["id"] for i in full["training"]} and len(full["training"]) == 28
-    assert pipeline_run._fraction_overrides(spec, ESSASettings(label_fraction=1.0), base, tmp_path / "x.json") == {}
+    assert make_split_file(plan) == str(split_file) and split_file.stat().st_mtime_ns == mtime
+
+    # a fraction the file lacks is refused with the fix, never redrawn behind the other runs' backs
+    other = plan_run(ESSASettings(dataset="isic_cls", label_fraction=0.3, data_dir=str(demo / "isic2018")), tmp_path)
+    with pytest.raises(ValueError, match=r"not \[0\.3\].*--overwrite.*--fractions 0.01,0.1,0.25,0.3,0.5,1"):
+        make_split_file(other)
     with pytest.raises(ValueError, match="label_fraction must be in"):
-        pipeline_run._fraction_overrides(spec, ESSASettings(label_fraction=1.5), base, tmp_path / "y.json")
+        plan_run(ESSASettings(label_fraction=1.5), tmp_path)
 
 
 def test_run_essa_command_prints_metrics_and_writes_the_result(tmp_path, demo):
@@ -265,15 +276,24 @@ def test_a_run_folder_with_other_settings_is_moved_aside_not_overwritten(tmp_pat
     old.mkdir(parents=True)
     (old / "settings.json").write_text(json.dumps({"epochs": 100}))
     (old / "model.pt").write_text("an earlier model")
-    with pytest.raises(ValueError, match=r"sa_overrides may not set \['model_file'\]"):
-        run_essa("isic_cls", "apla", data_dir=str(demo / "isic2018"), output_root=tmp_path,
-                 sa_overrides={"model_file": "elsewhere.pt"})
+    with pytest.raises(RuntimeError):  # MONAI's "Failed to evaluate ..." around the error, in SSA after the take-over
+        run_essa("isic_cls", "apla", data_dir=str(demo / "isic2018"), output_root=tmp_path, backbone_name="vit_bogus")
     (moved,) = (tmp_path / "isic_cls" / "apla-apla").glob("frac1.prev-*")
     assert (moved / "model.pt").read_text() == "an earlier model"
     assert json.loads((moved / "settings.json").read_text()) == {"epochs": 100}
     failed = read_result(old)
+    assert failed["status"] == "failed" and failed["failed_stage"] == "ssa"
+    assert failed["error"].startswith("ValueError: unknown DINOv2 backbone 'vit_bogus'")
+    assert json.loads((old / "settings.json").read_text())["backbone_name"] == "vit_bogus"
+
+
+def test_overrides_the_pipeline_sets_itself_are_refused_before_any_work(tmp_path, demo):
+    with pytest.raises(ValueError, match=r"sa_overrides may not set \['model_file'\]"):
+        run_essa("isic_cls", "apla", data_dir=str(demo / "isic2018"), output_root=tmp_path,
+                 sa_overrides={"model_file": "elsewhere.pt"})
+    failed = read_result(tmp_path / "isic_cls" / "apla-apla" / "frac1")
     assert failed["status"] == "failed" and failed["failed_stage"] == "setup"
-    assert json.loads((old / "settings.json").read_text())["sa_overrides"] == {"model_file": "elsewhere.pt"}
+    assert sorted(p.name for p in (tmp_path / "isic_cls" / "apla-apla" / "frac1").iterdir()) == ["result.json"]
 
 
 def test_a_bad_argument_never_replaces_a_finished_result(tmp_path):

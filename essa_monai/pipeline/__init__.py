@@ -6,13 +6,15 @@ backbone on a label fraction, evaluation, and grids of these with results tables
 * :func:`essa_grid`: methods x datasets x label fractions, resumable (``essa-monai essa_grid``).
 * :data:`DATASETS` (``isic_seg``, ``isic_cls``, ``cxr14``) and :data:`METHOD_PRESETS` (``apla``, ``lora``, ...).
 
-The stages run the MONAI bundle configs in-process (``bundles/isic_apla/configs/ssa.json`` and each
-dataset's ``train.json`` + ``evaluate.json``) with top-level overrides; see :mod:`essa_monai.pipeline.run`
-for the folders written.
+:func:`run_combination` is a short driver over the stages of :mod:`essa_monai.pipeline.stages` (split file,
+SSA, SA, evaluation), which run each dataset's bundle configs in-process (``configs/ssa.json``,
+``train.json`` + ``evaluate.json``) with top-level overrides; see :mod:`essa_monai.pipeline.run` for the
+folders written.
 """
 
 from .grid import essa_grid, parse_methods
-from .run import RESULT_FILE, ESSASettings, read_result, run_combination, run_dir_of, run_essa
+from .run import run_combination, run_essa
+from .settings import RESULT_FILE, ESSASettings, read_result, run_dir_of
 from .specs import DATASETS, METHOD_PRESETS, DatasetSpec, check_ssa_method, dataset_spec, method_label, resolve_method
 from .table import results_table, write_tables
 

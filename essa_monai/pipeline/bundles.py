@@ -24,16 +24,19 @@ def _config_files(config: str | Sequence[str]) -> str | list[str]:
     return config if isinstance(config, str) else list(config)
 
 
-def parse_config(config: str | Sequence[str], overrides: dict[str, Any], *ids: str) -> list[Any]:
+def parse_config(config: str | Sequence[str], overrides: dict[str, Any], *ids: str, default: Any = KeyError) -> list[Any]:
     """Parse only the given ids of a bundle config (after top-level ``overrides``), without running it.
-    E.g. ``parse_config(train_json, {"data_dir": d}, "train_datalist")``."""
+    E.g. ``parse_config(train_json, {"data_dir": d}, "train_datalist")``. An id the config lacks gives
+    ``default``, or raises ``KeyError`` when no default is given."""
     from monai.bundle import ConfigParser
 
     with in_project_root():
         parser = ConfigParser()
         parser.read_config(_config_files(config))
         parser.update(overrides)
-        return [parser.get_parsed_content(i) for i in ids]
+        if default is KeyError:
+            return [parser.get_parsed_content(i) for i in ids]
+        return [parser.get_parsed_content(i) if i in parser else default for i in ids]
 
 
 def key_metric_name(config: str | Sequence[str]) -> str:

@@ -9,7 +9,8 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from .bundles import key_metric_name
-from .run import ESSASettings, read_result, run_combination, run_dir_of
+from .run import run_combination
+from .settings import ESSASettings, read_result, run_dir_of, settings_options
 from .specs import PeftSpec, dataset_spec
 from .table import results_table, table_columns, write_tables
 
@@ -56,10 +57,11 @@ def _format_seconds(seconds: float) -> str:
     return f"{seconds // 3600}h{seconds // 60 % 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
 
+@settings_options(exclude=("dataset", "ssa_method", "sa_method", "label_fraction"))
 def essa_grid(
     methods: str | Sequence[PeftSpec] = "apla,lora",
     datasets: str | Sequence[str] = "isic_cls",
-    fractions: float | str | Sequence[float] | Mapping[str, Sequence[float]] = (1.0,),
+    fractions: float | str | Sequence[float] | Mapping[str, Sequence[float]] = 1.0,
     *,
     ssa: bool = True,
     baseline: bool = False,
@@ -70,27 +72,26 @@ def essa_grid(
     table_stem: str = "essa_results",
     **settings: Any,
 ) -> dict[str, Any]:
-    """Run ESSA for every method x dataset x label fraction and write the results table.
-
-    A combination whose ``result.json`` is finished (``ok``, same settings) is skipped; one that fails is
-    recorded (``status: failed``, stage, error) and the grid goes on. SSA runs once per method and dataset
-    and is shared by all label fractions (and by any SA method after it).
+    """ESSA over methods x datasets x label fractions, then the results table: essa_results.csv/.md (rows
+    = methods, columns = dataset/fraction key metric, plus trainable parameters) and essa_results_runs.csv
+    in output_root. A finished combination (same settings) is skipped, so a grid resumes; a failing one is
+    recorded (status failed, stage, error) and the grid goes on. SSA runs once per method and dataset,
+    shared by all label fractions; each dataset's split file holds all of its fractions, nested.
 
     Args:
-        methods: comma-separated presets or specs (see :data:`essa_monai.pipeline.METHOD_PRESETS`):
-            ``"full,apla,lora,bitfit"``; ``"apla:lora"`` means SSA with APLA, SA with LoRA.
-        datasets: comma-separated subset of ``isic_seg``, ``isic_cls``, ``cxr14``.
-        fractions: label fractions in ``(0, 1]`` for every dataset (``"0.01,0.1,1.0"``), or a dict
-            ``{dataset: fractions}``.
-        ssa: ``False``: no SSA at all (every row is an SA-only baseline).
-        baseline: also run each SA method without SSA (rows ``<method> (no SSA)``).
-        data_dir: one folder for all datasets, or ``{dataset: folder}``; ``None``: the demo data.
+        methods: comma-separated presets or specs, e.g. full,apla,lora,bitfit,vpt; apla:lora means SSA
+            with APLA, SA with LoRA (see essa_monai.pipeline.METHOD_PRESETS).
+        datasets: comma-separated subset of isic_seg, isic_cls, cxr14.
+        fractions: label fractions in (0, 1] for every dataset, e.g. 0.01,0.1,1.0, or a JSON dict like
+            '{"cxr14": [0.01, 1.0], "isic_cls": [1.0]}'.
+        ssa: False means no SSA at all (every row is an SA-only baseline).
+        baseline: also run every SA method without SSA (rows '<method> (no SSA)').
+        data_dir: one folder for all datasets, or a JSON dict like '{"cxr14": "/data/cxr14", "isic_cls":
+            "/data/ISIC2018"}'; None means the synthetic demo data.
         output_root: where the runs and the tables go.
-        retry_failed: run combinations recorded as failed again (``False``: keep their failure).
+        retry_failed: run combinations recorded as failed again (False keeps their failure).
         force: rerun finished combinations too (their folders are moved aside, not deleted).
-        table_stem: file name stem of the tables in ``output_root``.
-        **settings: other :class:`essa_monai.pipeline.ESSASettings` fields for every run (``backbone_weights``,
-            ``backbone_kwargs``, ``img_size``, ``epochs``, ``ssa_epochs``, ``ssa_overrides``, ``test``, ...).
+        table_stem: file name stem of the tables in output_root.
 
     Returns:
         ``{"results": [result dicts], "table": [row dicts], "tables": {"csv", "markdown", "runs": path},
@@ -140,7 +141,8 @@ def essa_grid(
             continue
         _say(f"{tag}: starting")
         start = time.perf_counter()
-        result = run_combination(combo, output_root, force=force, raise_errors=False)  # failures are recorded
+        result = run_combination(combo, output_root, force=force, raise_errors=False,  # failures are recorded
+                                 split_fractions=per_dataset[combo.dataset])
         elapsed = time.perf_counter() - start
         results.append(result)
         if result.get("skipped"):

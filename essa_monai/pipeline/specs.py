@@ -1,9 +1,9 @@
-"""What the ESSA pipeline runs on: the datasets (one SA bundle each) and the PEFT method presets.
+"""What the ESSA pipeline runs on: the datasets (one bundle each) and the PEFT method presets.
 
-A dataset name maps to the bundle whose ``configs/train.json`` does its supervised adaptation (SA) and
-whose ``configs/evaluate.json`` evaluates it; self-supervised adaptation (SSA) always runs
-``bundles/isic_apla/configs/ssa.json`` on the dataset's unlabeled training images. A method is a PEFT
-spec (``{"method": "lora", "r": 4}``, ``"bitfit"``) or the name of a preset below.
+A dataset name maps to the bundle whose ``configs/ssa.json`` does its self-supervised adaptation (SSA),
+whose ``configs/train.json`` does its supervised adaptation (SA) and whose ``configs/evaluate.json``
+evaluates it. A method is a PEFT spec (``{"method": "lora", "r": 4}``, ``"bitfit"``) or the name of a
+preset below.
 """
 
 from __future__ import annotations
@@ -13,12 +13,13 @@ import json
 import re
 from typing import Any, Mapping, Union
 
+from ..bundle_paths import project_root
 from ..peft import make_peft_config
 
 __all__ = [
     "DatasetSpec",
     "DATASETS",
-    "SSA_CONFIG",
+    "SHARED_SSA_CONFIG",
     "METHOD_PRESETS",
     "PeftSpec",
     "dataset_spec",
@@ -30,8 +31,9 @@ __all__ = [
 #: a PEFT spec as the bundles take it: a method name or ``{"method": name, **options}``
 PeftSpec = Union[str, dict[str, Any]]
 
-#: the SSA bundle config (DINOv2 objective + PEFT); its data keys are overridden per dataset
-SSA_CONFIG = "bundles/isic_apla/configs/ssa.json"
+#: the SSA config a dataset whose bundle has no ``configs/ssa.json`` falls back to (its data keys are
+#: overridden with the dataset's images)
+SHARED_SSA_CONFIG = "bundles/isic_apla/configs/ssa.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -40,20 +42,17 @@ class DatasetSpec:
 
     Attributes:
         name: pipeline name (``isic_seg``, ``isic_cls``, ``cxr14``).
-        bundle: folder under ``bundles/`` with ``configs/train.json`` and ``configs/evaluate.json``.
+        bundle: folder under ``bundles/`` with ``configs/train.json``, ``configs/evaluate.json`` and
+            (preferably) ``configs/ssa.json``.
         task: what the bundle does, for the tables.
-        fraction_key: top-level bundle key that selects a label fraction natively (cxr14's
-            ``label_fraction``, whose seeded patient-wise split is written to ``split_file``), or ``None``:
-            the pipeline then draws the fraction itself from the bundle's ``train_datalist``
-            (:func:`essa_monai.data.make_fraction_splits`, stratified when labels are class indices).
-        split_file_key: top-level key where a native split is written (redirected into the run folder).
+        split_dataset: the dataset's name in :data:`essa_monai.data.SPLIT_DATASETS`, whose split file the
+            bundle's ``train_datalist`` reads (keys ``split_file`` and ``label_fraction``).
     """
 
     name: str
     bundle: str
     task: str
-    fraction_key: str | None = None
-    split_file_key: str | None = None
+    split_dataset: str
 
     @property
     def train_config(self) -> str:
@@ -63,16 +62,33 @@ class DatasetSpec:
     def evaluate_config(self) -> str:
         return f"bundles/{self.bundle}/configs/evaluate.json"
 
+    @property
+    def own_ssa_config(self) -> str:
+        return f"bundles/{self.bundle}/configs/ssa.json"
+
+    @property
+    def ssa_config(self) -> str:
+        """The bundle's own ``configs/ssa.json``, else :data:`SHARED_SSA_CONFIG` (see :attr:`ssa_config_note`)."""
+        return self.own_ssa_config if (project_root() / self.own_ssa_config).is_file() else SHARED_SSA_CONFIG
+
+    @property
+    def ssa_config_note(self) -> str | None:
+        """Why SSA does not use the bundle's own config, or ``None`` when it does."""
+        if self.ssa_config == self.own_ssa_config:
+            return None
+        return (f"{self.own_ssa_config} does not exist: SSA on {self.name} runs {SHARED_SSA_CONFIG} on this "
+                "dataset's images (add the bundle's own SSA config to tune it for this dataset)")
+
 
 DATASETS: dict[str, DatasetSpec] = {
-    "isic_seg": DatasetSpec("isic_seg", "isic_apla", "ISIC 2018 Task 1 lesion segmentation"),
-    "isic_cls": DatasetSpec("isic_cls", "isic_cls_apla", "ISIC 2018 Task 3 7-class diagnosis"),
-    "cxr14": DatasetSpec("cxr14", "cxr14_lora", "ChestX-ray14 14-finding multi-label",
-                         fraction_key="label_fraction", split_file_key="split_file"),
+    "isic_seg": DatasetSpec("isic_seg", "isic_apla", "ISIC 2018 Task 1 lesion segmentation", "isic2018_task1"),
+    "isic_cls": DatasetSpec("isic_cls", "isic_cls_apla", "ISIC 2018 Task 3 7-class diagnosis", "isic2018_task3"),
+    "cxr14": DatasetSpec("cxr14", "cxr14_lora", "ChestX-ray14 14-finding multi-label", "chestxray14"),
 }
 
 #: method presets: ESSA's APLA (all rows of W_O, or 128 rows), MED-PEFT's LoRA on Q and V (r 4, alpha 32,
-#: dropout 0.1), BitFit, deep/shallow VPT with 10 tokens, full fine-tuning and the frozen (linear probe) baseline
+#: dropout 0.1), BitFit, VPT with 10 tokens (``vpt``: shallow, as ``essa_monai.peft``'s ``vpt``;
+#: ``vpt_deep``: new prompts before every block), full fine-tuning and the frozen (linear probe) baseline
 METHOD_PRESETS: dict[str, PeftSpec] = {
     "full": "full",
     "frozen": "frozen",
@@ -80,8 +96,8 @@ METHOD_PRESETS: dict[str, PeftSpec] = {
     "apla_r": {"method": "apla", "r": 128},
     "lora": {"method": "lora", "r": 4, "alpha": 32, "dropout": 0.1, "targets": ["qkv"], "qkv": "qv"},
     "bitfit": "bitfit",
-    "vpt": {"method": "vpt", "num_tokens": 10, "deep": True},
-    "vpt_shallow": {"method": "vpt", "num_tokens": 10, "deep": False},
+    "vpt": {"method": "vpt", "num_tokens": 10, "deep": False},
+    "vpt_deep": {"method": "vpt", "num_tokens": 10, "deep": True},
 }
 
 
