@@ -7,7 +7,7 @@ Same as ``essa-monai benchmark_ssa``; e.g. the README's CPU table::
 
 import fire
 
-from essa_monai.cli import CLI
+from essa_monai.cli import command
 
 if __name__ == "__main__":
-    fire.Fire(CLI().benchmark_ssa)
+    fire.Fire(command("benchmark_ssa"), name="benchmark_ssa.py")

@@ -7,7 +7,7 @@ Exit code 0: all inputs ok; 3: some were skipped (see report.csv); 2: usage erro
 
 import fire
 
-from essa_monai.cli import CLI
+from essa_monai.cli import command
 
 if __name__ == "__main__":
-    fire.Fire(CLI().infer, name="infer.py")
+    fire.Fire(command("infer"), name="infer.py")

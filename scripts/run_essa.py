@@ -8,8 +8,7 @@ Same as ``essa-monai run_essa`` / ``essa-monai essa_grid``; e.g.::
 
 import fire
 
-from essa_monai.cli import CLI
+from essa_monai.cli import command
 
 if __name__ == "__main__":
-    cli = CLI()
-    fire.Fire({"run": cli.run_essa, "grid": cli.essa_grid}, name="run_essa.py")
+    fire.Fire({"run": command("run_essa"), "grid": command("essa_grid")}, name="run_essa.py")

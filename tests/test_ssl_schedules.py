@@ -11,7 +11,6 @@ from essa_monai.ssl import (
     CosineScheduler,
     last_layer_lr_schedule,
     lr_schedule,
-    scale_lr,
     teacher_momentum_schedule,
     teacher_temp_schedule,
     weight_decay_schedule,
@@ -76,11 +75,3 @@ def test_teacher_temperature_warms_up_linearly_from_0_04_to_0_07_then_stays():
     assert s[30] == pytest.approx(0.07)  # end of warm-up
     assert s[31] == 0.07 and s[100_000] == 0.07
     np.testing.assert_allclose(np.diff(s.schedule), 0.001)
-
-
-def test_scale_lr_sqrt_rule_of_dinov2():
-    assert scale_lr(0.004, batch_size=256) == pytest.approx(0.002)
-    assert scale_lr(0.004, batch_size=1024) == pytest.approx(0.004)
-    assert scale_lr(5e-4, batch_size=512, rule="linear_wrt_256") == pytest.approx(1e-3)
-    with pytest.raises(ValueError, match="rule"):
-        scale_lr(1.0, 2, rule="cubic")

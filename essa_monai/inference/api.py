@@ -34,9 +34,40 @@ def infer(
     slice_axis: str | int = "axial",
     slice_index: int | None = None,
 ) -> int:
-    """Run a bundle's trained model on images and write outputs plus report.csv/report.json to
-    output_dir. Prints one line per skipped input and the summary; returns the exit code: 0 all ok,
-    3 some inputs skipped (see the report), 2 usage error (bad bundle, model file, input or option)."""
+    """Run a bundle's trained (merged) model on one image, a folder (recursive), a CSV (image column) or a
+    datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
+    0/255 at the input's size, or <stem>_seg.nii.gz with the input's affine for NIfTI inputs) and overlays
+    (<stem>_overlay.png); classification <stem>_pred.json (softmax probabilities and the predicted class;
+    sigmoid and every class >= 0.5 for multi-label bundles, i.e. trained with a BCE loss); and report.csv /
+    report.json (one row per input: status ok/skipped with the reason, time, outputs, model, version,
+    adapter hash). Existing outputs are kept unless overwrite. Prints one line per skipped input and the
+    summary; returns the exit code: 0 all ok, 3 some inputs skipped (unreadable, see the report), 2 usage
+    error (bad bundle, model file, input or option).
+
+    Args:
+        bundle: bundle folder, e.g. bundles/isic_apla.
+        input: image file, folder, .csv or datalist .json.
+        output_dir: folder for the masks, overlays, predictions and report.csv / report.json (created).
+        model_file: merged model (default <bundle>/models/model.pt).
+        batch_size: images per forward pass.
+        device: auto (CUDA if available, else CPU), cpu or cuda.
+        tta: average the prediction over the image and its horizontal flip.
+        sliding_window: segmentation at the original resolution (windows of img_size) instead of resizing.
+        overlap: overlap of the sliding windows, in [0, 1).
+        overwrite: write outputs that exist already again (default: keep them and report them skipped).
+        include_patient_ids: add DICOM PatientID/PatientName to the report (never to file names).
+        overlay: also write <stem>_overlay.png for segmentation.
+        datalist_key: list of a datalist JSON (default: test/testing if present, else all lists).
+        num_workers: DataLoader worker processes reading the inputs (0 reads in this process).
+        progress: show a progress bar.
+        overrides: train.json keys to override when building the network, e.g. '{"img_size": 224}'.
+        dicom_seg: also write <stem>_seg.dcm, a DICOM Segmentation object in the source's study, for
+            DICOM inputs of segmentation bundles (needs the dicomseg extra: highdicom).
+        frame: frame of multi-frame DICOMs (single-frame ones ignore it) and volume of 4D NIfTIs.
+        slice_axis: slice orientation of 3D NIfTIs: axial, coronal or sagittal (canonical RAS+ axes).
+        slice_index: slice of 3D NIfTIs along slice_axis (default: the middle one); NIfTI masks are
+            written on that slice of the input's grid.
+    """
     try:
         model = load_bundle_model(bundle, model_file=model_file, device=device, overrides=overrides)
         items = collect_inputs(input, datalist_key=datalist_key)

@@ -39,7 +39,6 @@ class InferenceModel:
     name: str = ""
     version: str = ""
     adapter_hash: str = ""
-    peft: Any = None
     model_file: str = ""
     threshold: float = 0.5
 
@@ -128,5 +127,5 @@ def load_bundle_model(
         network=network.to(torch_device).eval(), task=task, img_size=img_size, device=torch_device,
         class_names=class_names, name=str(metadata.get("name", bundle_dir.name)),
         version=str(metadata.get("version", "")), adapter_hash=str(info.get("adapter_hash", "")),
-        peft=info.get("peft"), model_file=str(model_file),
+        model_file=str(model_file),
     )

@@ -11,7 +11,7 @@ from .handlers import BatchSeedHandler, KNNMonitor, SSAExportHandler, SSASchedul
 from .masked_tokens import masked_patch_embedding
 from .network import SSANetwork
 from .objective import DINOv2Objective
-from .teacher import TeacherEMAState, make_teacher, shared_tensor_names
+from .teacher import TeacherEMAState, make_teacher
 from .trainer import PRECISIONS, SSATrainer, ssa_parameter_groups
 
 __all__ = [
@@ -19,6 +19,6 @@ __all__ = [
     "ADAPTER_FILE", "MERGED_FILE", "export_adapted_backbone",
     "BatchSeedHandler", "KNNMonitor", "SSAExportHandler", "SSAScheduleHandler", "knn_predict",
     "masked_patch_embedding", "SSANetwork", "DINOv2Objective",
-    "TeacherEMAState", "make_teacher", "shared_tensor_names",
+    "TeacherEMAState", "make_teacher",
     "PRECISIONS", "SSATrainer", "ssa_parameter_groups",
 ]

@@ -76,7 +76,7 @@ class SSAScheduleHandler:
     def __call__(self, engine: Engine) -> None:
         values = self.values(engine.state.iteration - 1)
         for group in engine.optimizer.param_groups:
-            group["lr"] = values["lr"] * group.get("lr_multiplier", 1.0)
+            group["lr"] = values["lr"]
             group["weight_decay"] = values["weight_decay"] * group.get("wd_multiplier", 1.0)
         engine.state.lr = values["lr"]
         engine.state.teacher_momentum = values["teacher_momentum"]

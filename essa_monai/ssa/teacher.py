@@ -12,7 +12,7 @@ import copy
 import torch
 from torch import nn
 
-__all__ = ["make_teacher", "TeacherEMAState", "shared_tensor_names"]
+__all__ = ["make_teacher", "TeacherEMAState"]
 
 
 def make_teacher(student: nn.Module) -> nn.Module:
@@ -53,11 +53,3 @@ class TeacherEMAState:
             params[name].copy_(state[name])
 
 
-def shared_tensor_names(teacher: nn.Module, student: nn.Module) -> list[str]:
-    """Names of the parameters that teacher and student share (the same storage)."""
-    student_params = dict(student.named_parameters())
-    return [
-        name
-        for name, t in teacher.named_parameters()
-        if name in student_params and t.data_ptr() == student_params[name].data_ptr()
-    ]

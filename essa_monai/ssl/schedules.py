@@ -17,13 +17,11 @@ teacher temperature    0.04 -> 0.07                linear over the warm-up, then
 
 from __future__ import annotations
 
-import math
 
 import numpy as np
 
 __all__ = [
     "CosineScheduler",
-    "scale_lr",
     "lr_schedule",
     "last_layer_lr_schedule",
     "weight_decay_schedule",
@@ -79,21 +77,6 @@ class CosineScheduler:
         if iteration >= self.total_iters:
             return float(self.final_value)
         return float(self.schedule[iteration])
-
-
-def scale_lr(base_lr: float, batch_size: int, rule: str = "sqrt_wrt_1024") -> float:
-    """Learning rate for a total batch size, from a ``base_lr`` given for 1024 images.
-
-    ``"sqrt_wrt_1024"`` (DINOv2): ``base_lr * sqrt(batch_size / 1024)``; ``"linear_wrt_256"``:
-    ``base_lr * batch_size / 256``; ``"none"``: ``base_lr``.
-    """
-    if rule == "sqrt_wrt_1024":
-        return base_lr * math.sqrt(batch_size / 1024.0)
-    if rule == "linear_wrt_256":
-        return base_lr * batch_size / 256.0
-    if rule == "none":
-        return base_lr
-    raise ValueError(f"unknown lr scaling rule {rule!r}")
 
 
 def lr_schedule(base_lr: float, total_iters: int, warmup_iters: int = 0, min_lr: float = 1e-6) -> CosineScheduler:
