@@ -165,14 +165,21 @@ def _one_line_options(doc: str | None) -> str:
 
 def command(name: str) -> Callable:
     """The function ``essa-monai <name>`` runs: the API function of :data:`COMMANDS` (its signature, its
-    docstring with one line per option), whose result is printed, or becomes the exit code for ``infer``."""
+    docstring with one line per option), whose result is printed, or becomes the exit code for ``infer``.
+    A data error (:class:`essa_monai.data.DataError`: a file and its problem) prints ``error: ...`` and exits 2."""
     module, attr = COMMANDS[name].split(":")
     fn = getattr(importlib.import_module(module), attr)
     report = _REPORTS.get(name)
 
     @functools.wraps(fn)
     def run(*args: Any, **kwargs: Any) -> None:
-        result = fn(*args, **kwargs)
+        from .data.errors import DataError
+
+        try:
+            result = fn(*args, **kwargs)
+        except DataError as err:  # bad input: the file and the problem, without a traceback
+            print(f"error: {err}", file=sys.stderr)
+            raise SystemExit(2) from err
         if report is not None:
             report(result)
 

@@ -71,7 +71,7 @@ def test_help_lists_every_command_without_importing_torch_monai_or_timm():
 
     listed = re.findall(r"^ {5}(\w+)$", done.stdout + done.stderr, flags=re.M)  # fire writes this help to stderr
     assert listed == list(COMMANDS) == ["run_essa", "essa_grid", "split", "infer", "params", "benchmark_ssa"]
-    assert "Run a bundle's trained (merged) model on one image" in done.stderr
+    assert "Run a bundle's trained model on images; write masks or predictions and a report." in done.stderr
 
 
 def _documented_options(fn) -> dict[str, str]:

@@ -305,3 +305,18 @@ def test_a_bad_argument_never_replaces_a_finished_result(tmp_path):
     assert read_result(finished) == {"status": "ok", "key_metric_value": 0.75}
     attempt = json.loads((finished / "failed_attempt.json").read_text())
     assert attempt["status"] == "failed" and attempt["error"].startswith("FileNotFoundError: data_dir does not exist")
+
+
+def test_each_dataset_runs_ssa_with_its_own_bundle_config_else_the_shared_one(tmp_path, monkeypatch):
+    from essa_monai.pipeline import dataset_spec
+
+    assert dataset_spec("isic_seg").ssa_config == "bundles/isic_apla/configs/ssa.json"
+    assert dataset_spec("isic_seg").ssa_config_note is None
+    configs = tmp_path / "bundles" / "cxr14_lora" / "configs"
+    configs.mkdir(parents=True)
+    monkeypatch.setenv("ESSA_MONAI_ROOT", str(tmp_path))  # a checkout whose cxr14 bundle has no ssa.json yet
+    assert dataset_spec("cxr14").ssa_config == "bundles/isic_apla/configs/ssa.json"
+    assert dataset_spec("cxr14").ssa_config_note.startswith("bundles/cxr14_lora/configs/ssa.json does not exist: SSA on cxr14 runs bundles/isic_apla/configs/ssa.json")
+    (configs / "ssa.json").write_text("{}")
+    assert dataset_spec("cxr14").ssa_config == "bundles/cxr14_lora/configs/ssa.json"
+    assert dataset_spec("cxr14").ssa_config_note is None

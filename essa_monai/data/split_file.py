@@ -144,8 +144,9 @@ def dataset_split_file(
     val_fraction: float | None = None,
     overwrite: bool = False,
 ) -> str:
-    """Make a dataset's label-fraction split file once, the file its bundle and the ESSA pipeline read;
-    returns its path. Run again with the same arguments, it checks the file and leaves it as it is.
+    """Make a dataset's label-fraction split file once; its bundle and the ESSA pipeline read it.
+
+    Returns its path. Run again with the same arguments, it checks the file and leaves it as it is.
 
     Args:
         dataset: isic2018_task1, isic2018_task3 or chestxray14.

@@ -34,8 +34,10 @@ def infer(
     slice_axis: str | int = "axial",
     slice_index: int | None = None,
 ) -> int:
-    """Run a bundle's trained (merged) model on one image, a folder (recursive), a CSV (image column) or a
-    datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
+    """Run a bundle's trained model on images; write masks or predictions and a report.
+
+    The model is the bundle's merged one; the input is one image, a folder (recursive), a CSV (image
+    column) or a datalist JSON of DICOM, NIfTI, JPEG/PNG images. Writes to output_dir: segmentation masks (<stem>_seg.png,
     0/255 at the input's size, or <stem>_seg.nii.gz with the input's affine for NIfTI inputs) and overlays
     (<stem>_overlay.png); classification <stem>_pred.json (softmax probabilities and the predicted class;
     sigmoid and every class >= 0.5 for multi-label bundles, i.e. trained with a BCE loss); and report.csv /

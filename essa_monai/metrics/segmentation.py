@@ -65,7 +65,7 @@ class ThresholdedJaccardMetric(CumulativeIterationMetric):
             foreground = one_hot[:, 1:].amax(dim=1, keepdim=True)
             return torch.cat([1 - foreground, foreground], dim=1)
 
-        jaccard = compute_iou(lesion(pred), lesion(true), include_background=False, ignore_empty=False)
+        jaccard = compute_iou(lesion(pred.double()), lesion(true.double()), include_background=False, ignore_empty=False)
         return torch.where(jaccard < self.threshold, torch.zeros_like(jaccard), jaccard)
 
     def aggregate(self) -> float:  # type: ignore[override]

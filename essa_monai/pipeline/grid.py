@@ -72,9 +72,10 @@ def essa_grid(
     table_stem: str = "essa_results",
     **settings: Any,
 ) -> dict[str, Any]:
-    """ESSA over methods x datasets x label fractions, then the results table: essa_results.csv/.md (rows
-    = methods, columns = dataset/fraction key metric, plus trainable parameters) and essa_results_runs.csv
-    in output_root. A finished combination (same settings) is skipped, so a grid resumes; a failing one is
+    """Run ESSA over methods x datasets x label fractions, then write the results table.
+
+    The tables are essa_results.csv/.md (rows = methods, columns = dataset/fraction key metric, plus
+    trainable parameters) and essa_results_runs.csv in output_root. A finished combination (same settings) is skipped, so a grid resumes; a failing one is
     recorded (status failed, stage, error) and the grid goes on. SSA runs once per method and dataset,
     shared by all label fractions; each dataset's split file holds all of its fractions, nested.
 

@@ -132,9 +132,11 @@ def run_essa(
     force: bool = False,
     **settings: Any,
 ) -> dict[str, Any]:
-    """The whole ESSA pipeline once: SSA with ssa_method on the dataset's unlabeled training images, SA
-    with sa_method from the SSA-exported merged backbone on label_fraction of the labels, then evaluation
-    on val_split (and test with test=True). Writes <output_root>/<dataset>/<ssa>-<sa>/frac<f>/ (the SA
+    """Run the whole ESSA pipeline once: SSA, then SA on a label fraction, then evaluation.
+
+    SSA with ssa_method on the dataset's unlabeled training images, SA with sa_method from the
+    SSA-exported merged backbone on label_fraction of the labels, evaluation on val_split (and test with
+    test=True). Writes <output_root>/<dataset>/<ssa>-<sa>/frac<f>/ (the SA
     model, result.json); the SSA export goes to <output_root>/<dataset>/ssa/ and is reused by later runs
     with the same SSA settings. A finished run with the same settings is not run again.
 
