@@ -184,7 +184,8 @@ def wrap_ddp(model: SSAModel, device: torch.device) -> nn.parallel.DistributedDa
     every rank, with zero masked patches if need be), and it lets parameters that a configuration never
     uses (the mask token and a separate iBOT head with ``ibot_weight=0``) stay out of the reduction.
     Buffers are not re-broadcast every step: the centres are updated with all-reduced statistics and
-    APLA's row indices never change.
+    APLA's row indices never change. Gradients are views into DDP's communication buckets (no second
+    copy of the trainable gradients).
     """
     device = torch.device(device)
     return nn.parallel.DistributedDataParallel(
@@ -192,6 +193,7 @@ def wrap_ddp(model: SSAModel, device: torch.device) -> nn.parallel.DistributedDa
         device_ids=[device] if device.type == "cuda" else None,
         forward_sync_buffers=False,
         static_graph=True,
+        gradient_as_bucket_view=True,
     )
 
 
