@@ -135,16 +135,27 @@ def final_state(trainer: SSATrainer) -> dict[str, dict[str, torch.Tensor]] | Non
     return {key: {k: v.detach().cpu().clone() for k, v in value.items()} for key, value in state.items()}
 
 
+def sharing_facts(trainer: SSATrainer) -> dict[str, Any]:
+    """Whether the teacher's frozen parameters are the student's (shards), and the fraction of the
+    student's parameter elements this rank holds (1 without FSDP)."""
+    student, teacher = dict(trainer.student.named_parameters()), dict(trainer.teacher.named_parameters())
+    frozen = [n for n, p in student.items() if not p.requires_grad]
+    local = sum((p.to_local() if hasattr(p, "to_local") else p).numel() for p in student.values())
+    return {"frozen_shared": bool(frozen) and all(teacher[n] is student[n] for n in frozen),
+            "local_fraction": local / sum(p.numel() for p in student.values())}
+
+
 def run_equality_case(name: str, rank: int = 0, world: int = 1) -> dict[str, Any] | None:
     """Train ``CASES[name]`` for 2 epochs of 2 steps; with ``world == 1`` in one process (``distributed='none'``)
     on the whole global batches."""
     batches = [shard_batch(b, rank, world) for b in global_batches()]
     trainer = make_trainer(CASES[name], batches, epoch_length=len(batches), distributed=None if world > 1 else "none")
+    facts = sharing_facts(trainer)
     losses: list[dict[str, float]] = []
     trainer.add_event_handler(Events.ITERATION_COMPLETED, lambda e: losses.append(dict(e.state.output)))
     trainer.run()
     state = final_state(trainer)
-    return None if state is None else {**state, "losses": losses}
+    return None if state is None else {**state, "losses": losses, **facts}
 
 
 def image_datalist(n: int = 16) -> list[dict[str, torch.Tensor]]:

@@ -83,6 +83,10 @@ def test_two_processes_end_like_one_process_with_twice_the_batch(two_process_res
     if options.get("centering", "centering") == "centering":
         centred = ("dino_loss", "ibot_loss") if with_ibot else ("dino_loss",)
         assert min(reference["objective"][f"{loss}.center"].abs().max() for loss in centred) > 1e-3
+    # the teacher reads the student's frozen tensors (the backbone's with PEFT, the heads' magnitudes in
+    # every case), under FSDP the very same shards; FSDP ranks hold about half of every tensor
+    assert result["frozen_shared"] and reference["frozen_shared"] and reference["local_fraction"] == 1.0
+    assert result["local_fraction"] == (1.0 if mode == "ddp" else pytest.approx(0.5, abs=0.01))
     if mode == "ddp":  # DDP replicas: rank 1 holds the very same tensors as rank 0
         replica = torch.load(two_process_results / f"{case}.rank1.pt")
         for part in ("student", "teacher", "objective"):
