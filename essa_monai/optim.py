@@ -22,7 +22,8 @@ def uses_weight_decay(name: str, param: nn.Parameter) -> bool:
 def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None, scaler: Any = None) -> float | None:
     """Clip the global L2 norm of the gradients of ``optimizer``'s parameters to ``max_norm``.
 
-    Call it between ``backward`` and ``optimizer.step``. With a ``torch.amp.GradScaler`` (``scaler``),
+    Call it between ``backward`` and ``optimizer.step``. Under FSDP the norm is taken over all ranks'
+    gradient shards. With a ``torch.amp.GradScaler`` (``scaler``),
     the gradients are unscaled first (``scaler.unscale_(optimizer)``), so the norm is measured and
     bounded in the loss's own units; ``scaler.step`` then does not unscale again.
 
@@ -35,4 +36,8 @@ def clip_gradients(optimizer: torch.optim.Optimizer, max_norm: float | None, sca
     if scaler is not None:
         scaler.unscale_(optimizer)
     params = [p for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
-    return float(torch.nn.utils.clip_grad_norm_(params, max_norm))
+    total = torch.nn.utils.get_total_norm([p.grad for p in params])
+    if hasattr(total, "full_tensor"):  # a DTensor (FSDP shards): the norm over every rank's shard
+        total = total.full_tensor()
+    torch.nn.utils.clip_grads_with_norm_(params, max_norm, total)
+    return float(total)

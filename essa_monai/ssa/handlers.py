@@ -13,6 +13,7 @@ import torch.nn.functional as F
 from ignite.engine import Engine, Events
 
 from ..ssl import lr_schedule, teacher_momentum_schedule, teacher_temp_schedule, weight_decay_schedule
+from .distributed import broadcast_from_rank0, rank
 from .export import export_adapted_backbone
 
 __all__ = ["SSAScheduleHandler", "BatchSeedHandler", "KNNMonitor", "SSAExportHandler", "knn_predict"]
@@ -84,13 +85,15 @@ class SSAScheduleHandler:
 
 
 class BatchSeedHandler:
-    """Seed ``random``, NumPy and torch with ``seed + iteration`` before every batch is drawn.
+    """Seed ``random``, NumPy and torch with ``seed + iteration`` (and the rank) before every batch is drawn.
 
     Crops, iBOT masks and dropout then depend only on the iteration, so a run resumed from a checkpoint
     continues exactly as an uninterrupted one would (with ``num_workers=0``: worker processes draw from
     their own generators). Seeding per batch rather than per epoch matters: a ``DataLoader`` draws from
     torch's generator whenever Ignite re-creates its iterator, which happens at different moments in a
-    resumed and an uninterrupted run.
+    resumed and an uninterrupted run. Under ``torchrun`` rank ``r`` adds ``r * 2**32`` (NumPy: seeds
+    ``[seed + iteration, r]``), so ranks draw different crops and masks, as DINOv2's per-rank seeds do;
+    rank 0 draws what one process draws.
     """
 
     def __init__(self, seed: int = 0) -> None:
@@ -100,10 +103,10 @@ class BatchSeedHandler:
         engine.add_event_handler(Events.GET_BATCH_STARTED, self)
 
     def __call__(self, engine: Engine) -> None:
-        seed = int(self.seed) + int(engine.state.iteration)
-        random.seed(seed)
-        np.random.seed(seed % 2**32)
-        torch.manual_seed(seed)
+        seed, process = int(self.seed) + int(engine.state.iteration), rank()
+        random.seed(seed + (process << 32))
+        np.random.seed([seed % 2**32, process] if process else seed % 2**32)
+        torch.manual_seed(seed + (process << 32))
 
 
 @torch.no_grad()
@@ -158,11 +161,11 @@ class KNNMonitor:
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.interval), self)
 
-    def _features(self, engine: Engine, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
+    def _features(self, backbone: torch.nn.Module, loader: Iterable) -> tuple[torch.Tensor, torch.Tensor]:
         feats, labels = [], []
-        backbone = engine.teacher.backbone
+        device = next(backbone.parameters()).device
         for batch in loader:
-            x = torch.as_tensor(batch[self.image_key]).to(engine.state.device)
+            x = torch.as_tensor(batch[self.image_key]).to(device)
             y = torch.as_tensor(batch[self.label_key])
             y = y.argmax(dim=-1) if y.ndim > 1 else y
             feats.append(F.normalize(backbone(x).float(), dim=-1).cpu())
@@ -171,21 +174,28 @@ class KNNMonitor:
 
     @torch.no_grad()
     def __call__(self, engine: Engine) -> None:
-        was_training = engine.teacher.training
-        engine.teacher.eval()
-        train_x, train_y = self._features(engine, self.train_loader)
-        val_x, val_y = self._features(engine, self.val_loader)
-        engine.teacher.train(was_training)
-        scores = knn_predict(train_x, train_y, val_x, self.n_classes, self.k, self.temperature)
-        accuracy = float((scores.argmax(dim=1) == val_y).float().mean())
-        engine.state.metrics["knn_accuracy"] = accuracy
-        logger.info("epoch %d: kNN (k=%d) accuracy %.4f", engine.state.epoch, self.k, accuracy)
+        # Rank 0 evaluates (under FSDP every rank helps gather the teacher first); every rank then gets
+        # the accuracy, so a handler acting on it acts alike on all ranks.
+        backbones = engine.rank0_backbones()
+        accuracy = float("nan")
+        if backbones is not None:
+            backbone = backbones[1]
+            was_training = backbone.training
+            backbone.eval()
+            train_x, train_y = self._features(backbone, self.train_loader)
+            val_x, val_y = self._features(backbone, self.val_loader)
+            backbone.train(was_training)
+            scores = knn_predict(train_x, train_y, val_x, self.n_classes, self.k, self.temperature)
+            accuracy = float((scores.argmax(dim=1) == val_y).float().mean())
+            logger.info("epoch %d: kNN (k=%d) accuracy %.4f", engine.state.epoch, self.k, accuracy)
+        engine.state.metrics["knn_accuracy"] = broadcast_from_rank0(accuracy)
 
 
 class SSAExportHandler:
-    """At the end of the run, export the teacher backbone (merged weights + adapter-only file).
+    """At the end of the run, export the teacher backbone (merged weights + adapter-only file), on rank 0.
 
     See :func:`essa_monai.ssa.export.export_adapted_backbone` for the files written to ``output_dir``.
+    Attach it on every rank: under FSDP all ranks gather the teacher's shards for rank 0.
     """
 
     def __init__(self, output_dir: str | Path) -> None:
@@ -195,6 +205,9 @@ class SSAExportHandler:
         engine.add_event_handler(Events.COMPLETED, self)
 
     def __call__(self, engine: Engine) -> None:
-        paths = export_adapted_backbone(engine.student.backbone, engine.teacher.backbone, self.output_dir)
+        backbones = engine.rank0_backbones()
+        if backbones is None:
+            return
+        paths = export_adapted_backbone(*backbones, self.output_dir)
         engine.state.export_paths = {k: str(v) for k, v in paths.items()}
         logger.info("exported adapted backbone: %s", ", ".join(str(p) for p in paths.values()))

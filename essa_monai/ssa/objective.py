@@ -67,7 +67,9 @@ class DINOv2Objective(nn.Module):
             ``{"loss": total, "dino_loss", "ibot_loss", "koleo_loss"}`` scalars (nats); ``loss`` has a graph.
         """
         global_crops, local_crops = batch["global_crops"], batch.get("local_crops")
-        do_ibot = self.ibot_weight > 0 and batch.get("masks") is not None and bool(batch["masks"].any())
+        # Not skipped when no patch is masked: with several processes every rank must run the same
+        # collectives (centres, Sinkhorn-Knopp) and use the same parameters (mask token, iBOT head).
+        do_ibot = self.ibot_weight > 0 and batch.get("masks") is not None
         masks = batch["masks"] if do_ibot else None
 
         with torch.no_grad():

@@ -11,6 +11,7 @@ import copy
 
 import torch
 from torch import nn
+from torch.distributed.tensor import DTensor, distribute_tensor
 
 __all__ = ["make_teacher", "TeacherEMAState"]
 
@@ -28,10 +29,19 @@ def make_teacher(student: nn.Module) -> nn.Module:
     return teacher.eval()
 
 
+def _full(tensor: torch.Tensor) -> torch.Tensor:
+    """The whole tensor of an FSDP2 shard on the CPU (a collective), or the tensor itself."""
+    return tensor.full_tensor().cpu() if isinstance(tensor, DTensor) else tensor
+
+
 class TeacherEMAState:
     """Checkpoint view of a teacher: ``state_dict()`` holds only the teacher's own tensors (the EMA copies
     of what the student trains); the shared frozen tensors are saved once, with the student. Use it in
-    a MONAI ``CheckpointSaver``/``CheckpointLoader`` ``save_dict``/``load_dict`` as ``"teacher"``."""
+    a MONAI ``CheckpointSaver``/``CheckpointLoader`` ``save_dict``/``load_dict`` as ``"teacher"``.
+
+    Under FSDP2 (sharded ``DTensor`` parameters) ``state_dict()`` gathers whole tensors (every rank must
+    call it, as Ignite's ``Checkpoint`` does) and ``load_state_dict`` keeps each rank's shard of them.
+    """
 
     def __init__(self, teacher: nn.Module, student: nn.Module) -> None:
         self.teacher, self.student = teacher, student
@@ -41,7 +51,7 @@ class TeacherEMAState:
 
     def state_dict(self) -> dict[str, torch.Tensor]:
         params = dict(self.teacher.named_parameters())
-        return {name: params[name].detach().clone() for name in self._names()}
+        return {name: _full(params[name].detach()).clone() for name in self._names()}
 
     @torch.no_grad()
     def load_state_dict(self, state: dict[str, torch.Tensor]) -> None:
@@ -50,6 +60,9 @@ class TeacherEMAState:
         if missing:
             raise ValueError(f"teacher checkpoint lacks EMA tensors {missing[:5]}")
         for name in self._names():
-            params[name].copy_(state[name])
+            param, value = params[name], state[name]
+            if isinstance(param, DTensor):
+                value = distribute_tensor(value.to(param.device, param.dtype), param.device_mesh, param.placements)
+            param.copy_(value)
 
 

@@ -8,10 +8,16 @@ One iteration (``SSATrainer._iteration``):
 3. backward, cancel the heads' last-layer gradients while it is frozen (first epoch), clip the
    gradient norm, optimizer step (with a ``GradScaler`` for fp16);
 4. EMA-update the teacher's copies of the trainable tensors (frozen tensors are shared, untouched).
+
+Student, teacher and objective run as one :class:`~essa_monai.ssa.distributed.SSAModel`, which
+``distributed="ddp"`` wraps in DistributedDataParallel and ``distributed="fsdp"`` shards with FSDP2
+(see :mod:`essa_monai.ssa.distributed`); the logged losses are averaged over ranks.
 """
 
 from __future__ import annotations
 
+import logging
+import math
 from typing import Any, Iterable, Mapping, Sequence
 
 import torch
@@ -20,9 +26,21 @@ from torch import nn
 
 from ..optim import clip_gradients, uses_weight_decay
 from ..ssl import cancel_last_layer_gradients, ema_parameter_pairs, ema_update_
+from .distributed import (
+    DISTRIBUTED_MODES,
+    FullModelState,
+    FullOptimizerState,
+    SSAModel,
+    fully_shard_ssa,
+    gather_full_module,
+    is_rank0,
+    mean_over_ranks,
+    meta_copy,
+    wrap_ddp,
+)
 from .network import SSANetwork
 from .objective import DINOv2Objective
-from .teacher import make_teacher
+from .teacher import TeacherEMAState, make_teacher
 
 __all__ = ["SSATrainer", "PRECISIONS", "ssa_parameter_groups"]
 
@@ -56,10 +74,16 @@ class SSATrainer(Trainer):
         epoch_length: iterations per epoch (default ``len(train_data_loader)``).
         clip_grad: max gradient norm (DINOv2: 3.0); ``0`` disables clipping.
         freeze_last_layer_epochs: epochs during which the heads' last layer does not train (DINOv2: 1).
-        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (fp16 only on CUDA, with loss scaling).
+        precision: ``"fp32"``, ``"bf16"`` or ``"fp16"`` (fp16 only on CUDA, with loss scaling; not with FSDP).
         train_handlers: Ignite/MONAI handlers to attach (schedules, stats, checkpoints, kNN monitor...).
+        distributed: ``"none"``, ``"ddp"`` or ``"fsdp"`` (needs a started process group, see
+            :func:`essa_monai.ssa.init_distributed`). With ``"fsdp"`` the student and teacher are sharded
+            in place here and ``optimizer`` (built over the unsharded student, before any step) is
+            re-pointed at the shards; keep the CPU-built model off the device, FSDP moves only the shards.
 
-    ``engine.state.output`` per iteration: ``{"loss", "dino_loss", "ibot_loss", "koleo_loss"}`` floats.
+    ``engine.state.output`` per iteration: ``{"loss", "dino_loss", "ibot_loss", "koleo_loss"}`` floats,
+    averaged over ranks. Checkpoint with :meth:`checkpoint_dict`; export and monitor with
+    :meth:`rank0_backbones`.
     """
 
     def __init__(
@@ -76,12 +100,22 @@ class SSATrainer(Trainer):
         freeze_last_layer_epochs: float = 1.0,
         precision: str = "fp32",
         train_handlers: Sequence | None = None,
+        distributed: str = "none",
     ) -> None:
         if precision not in PRECISIONS:
             raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, got {precision!r}")
+        if distributed not in DISTRIBUTED_MODES:
+            raise ValueError(f"distributed must be one of {', '.join(DISTRIBUTED_MODES)}, got {distributed!r}")
         device = torch.device(device)
         if precision == "fp16" and device.type != "cuda":
             raise ValueError("fp16 autocast needs a CUDA device; use precision='bf16' on CPU")
+        if precision == "fp16" and distributed == "fsdp":
+            raise ValueError("fp16 loss scaling is not supported with distributed='fsdp'; use precision='bf16'")
+        if distributed != "none" and not (torch.distributed.is_available() and torch.distributed.is_initialized()):
+            raise RuntimeError(
+                f"distributed={distributed!r} needs a process group: launch with torchrun and call "
+                "essa_monai.ssa.init_distributed (the multi_gpu_ssa.json overlay does)"
+            )
         super().__init__(
             device=device,
             max_epochs=max_epochs,
@@ -91,10 +125,20 @@ class SSATrainer(Trainer):
             amp=False,  # precision is handled here (MONAI's amp flag is CUDA fp16 only)
             decollate=False,
         )
-        self.student = student.to(device)
-        self.teacher = (teacher if teacher is not None else make_teacher(self.student)).to(device)
-        self.objective = objective.to(device)
-        self.optimizer = optimizer
+        if not is_rank0():
+            self.logger.setLevel(logging.WARNING)  # the engine's messages (and CheckpointSaver's) from rank 0
+        teacher = teacher if teacher is not None else make_teacher(student)
+        self.distributed = distributed
+        self.student, self.teacher, self.objective, self.optimizer = student, teacher, objective, optimizer
+        model = SSAModel(student, teacher, objective)
+        if distributed == "fsdp":
+            self._backbone_template = meta_copy(student.backbone)
+            names = {id(p): name for name, p in student.named_parameters()}
+            self.model = fully_shard_ssa(model, device)
+            _repoint_optimizer(optimizer, names, dict(student.named_parameters()))
+        else:
+            model.to(device)
+            self.model = wrap_ddp(model, device) if distributed == "ddp" else model
         self.clip_grad = clip_grad
         self.freeze_last_layer_epochs = freeze_last_layer_epochs
         self.precision = precision
@@ -116,10 +160,11 @@ class SSATrainer(Trainer):
         self.student.train()
         self.optimizer.zero_grad(set_to_none=True)
         with torch.autocast(self.state.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None):
-            losses = self.objective(self.student, self.teacher, batch, float(self.state.teacher_temp))
+            losses = self.model(batch, float(self.state.teacher_temp))
         loss = losses["loss"]
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"SSA loss is {loss.item()} at iteration {self.state.iteration}; lower the lr")
+        reported = mean_over_ranks(losses)  # every rank sees the same values, so all raise together
+        if not math.isfinite(reported["loss"]):
+            raise FloatingPointError(f"SSA loss is {reported['loss']} at iteration {self.state.iteration}; lower the lr")
         if self.grad_scaler is not None:
             self.grad_scaler.scale(loss).backward()
         else:
@@ -133,4 +178,41 @@ class SSATrainer(Trainer):
         else:
             self.optimizer.step()
         ema_update_(self.ema_pairs, float(self.state.teacher_momentum))
-        return {k: float(v.detach()) for k, v in losses.items()}
+        return reported
+
+    def checkpoint_dict(self) -> dict[str, Any]:
+        """What SSA needs to resume, for MONAI's ``CheckpointSaver``/``CheckpointLoader``: student, teacher
+        EMA tensors, centres, optimizer, engine state. Under FSDP the student and optimizer state dicts
+        are gathered whole on rank 0, so the file is the one a run without FSDP writes (either run can
+        resume from the other's checkpoint); every rank loads it and keeps its shards."""
+        fsdp = self.distributed == "fsdp"
+        return {
+            "student": FullModelState(self.student) if fsdp else self.student,
+            "teacher": TeacherEMAState(self.teacher, self.student),
+            "objective": self.objective,
+            "optimizer": FullOptimizerState(self.optimizer) if fsdp else self.optimizer,
+            "trainer": self,
+        }
+
+    def rank0_backbones(self) -> tuple[nn.Module, nn.Module] | None:
+        """``(student_backbone, teacher_backbone)`` as plain modules on rank 0, ``None`` on other ranks.
+
+        Under FSDP this is a collective (every rank must call it): the teacher's shards are gathered into
+        one CPU copy on rank 0, returned twice, whose ``requires_grad`` flags and PEFT config are the
+        student's (what :func:`~essa_monai.ssa.export_adapted_backbone` reads from the student).
+        """
+        if self.distributed == "fsdp":
+            full = gather_full_module(self.teacher.backbone, self._backbone_template)
+            return None if full is None else (full, full)
+        return (self.student.backbone, self.teacher.backbone) if is_rank0() else None
+
+
+def _repoint_optimizer(optimizer: torch.optim.Optimizer, old_names: dict[int, str], new: dict[str, nn.Parameter]) -> None:
+    """Replace, in place, each optimizer parameter by the parameter of the same name after sharding."""
+    if optimizer.state:
+        raise ValueError("distributed='fsdp' needs an optimizer that has not stepped yet (its state would be unsharded)")
+    for group in optimizer.param_groups:
+        unknown = [p for p in group["params"] if id(p) not in old_names]
+        if unknown:
+            raise ValueError(f"the optimizer holds {len(unknown)} tensors that are not student parameters")
+        group["params"] = [new[old_names[id(p)]] for p in group["params"]]

@@ -29,21 +29,29 @@ def _is_distributed() -> bool:
 
 
 @torch.no_grad()
+def _sum_and_count(x: Tensor) -> tuple[Tensor, Tensor]:
+    """``(1, K)`` float32 sum of the rows of ``(N, K)`` ``x`` and their number, both summed over ranks
+    (one ``all_reduce``)."""
+    stats = torch.cat([x.float().sum(dim=0), x.new_full((1,), x.shape[0], dtype=torch.float32)])
+    if _is_distributed():
+        dist.all_reduce(stats)
+    return stats[:-1].unsqueeze(0), stats[-1]
+
+
+@torch.no_grad()
 def distributed_mean(x: Tensor) -> Tensor:
-    """Mean of ``x`` over its first dimension, averaged over ranks.
+    """Mean of ``x`` over its first dimension and over ranks.
 
     Args:
-        x: ``(N, K)`` values (teacher logits); ``N`` may differ between ranks.
+        x: ``(N, K)`` values (teacher logits); ``N`` may differ between ranks (masked patches) and be 0.
 
     Returns:
-        ``(1, K)`` float32 tensor: the local mean over ``N``, then the mean of those over ranks (as
-        DINOv2 does for its centers; equal to the global mean when every rank has the same ``N``).
+        ``(1, K)`` float32 tensor: the sum of all ranks' rows divided by their total number, i.e. the mean
+        one process would compute on the whole batch (NaN when no rank has a row). DINOv2 averages the
+        ranks' means instead, the same when every rank has the same ``N``, as for CLS tokens.
     """
-    mean = x.float().mean(dim=0, keepdim=True)
-    if _is_distributed():
-        dist.all_reduce(mean)
-        mean /= dist.get_world_size()
-    return mean
+    total, count = _sum_and_count(x)
+    return total / count
 
 
 @torch.no_grad()
@@ -138,12 +146,13 @@ class CenteredTeacherLoss(nn.Module):
     def update_center(self, teacher_logits: Tensor) -> None:
         """EMA update of the centre with the mean teacher logits of this batch over all ranks.
 
-        ``(N, K)`` logits; outside distributed training an empty batch (``N = 0``) leaves the centre
-        unchanged (in distributed training every rank takes part in the mean, empty or not).
+        ``(N, K)`` logits. Every rank takes part, empty or not (see :func:`distributed_mean`); a batch
+        with no rows on any rank (``N = 0`` everywhere) leaves the centre unchanged.
         """
-        if teacher_logits.shape[0] == 0 and not _is_distributed():
+        total, count = _sum_and_count(teacher_logits)
+        if count.item() == 0:
             return
-        batch_center = distributed_mean(teacher_logits).to(self.center.device)
+        batch_center = (total / count).to(self.center.device)
         self.center.mul_(self.center_momentum).add_(batch_center, alpha=1.0 - self.center_momentum)
 
     @torch.no_grad()
